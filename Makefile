@@ -1,0 +1,34 @@
+# Dev host: a venv with pinned torch + ComfyUI 0.3.75 under .host/ (built on first use, reused after).
+PY      := .host/venv/bin/python
+COMFY   := .host/ComfyUI
+export OMP_NUM_THREADS ?= 2
+export YOLO_OFFLINE := 1
+export YOLO_CONFIG_DIR := $(CURDIR)/.host/yolo_config
+export MPLCONFIGDIR := $(CURDIR)/.host/mplconfig
+
+.PHONY: host models demo test test-unit bench workflows clean-out
+
+host: .host/.venv-ok .host/.comfy-ok
+.host/.venv-ok .host/.comfy-ok: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt
+	bash scripts/setup_host.sh
+
+models: host
+	$(PY) scripts/make_tiny_models.py $(COMFY)
+
+demo: models
+	$(PY) scripts/run_workflows.py --comfy $(COMFY) --out out
+
+test: models
+	$(PY) -m pytest tests -q
+
+test-unit: host
+	$(PY) -m pytest tests/unit -q
+
+bench: models
+	$(PY) scripts/bench.py --comfy $(COMFY)
+
+workflows: host
+	$(PY) scripts/make_workflows.py
+
+clean-out:
+	rm -rf out

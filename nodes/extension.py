@@ -1,0 +1,17 @@
+"""Registration with ComfyUI's V3 node API."""
+from comfy_api.latest import ComfyExtension, io
+
+from .inspect_node import DtypeInspect
+from .policy_node import PrecisionPolicy
+from .safe_decode_node import SafeVAEDecode
+
+NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect]
+
+
+class PrecisionSafeExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODES)
+
+
+async def comfy_entrypoint() -> ComfyExtension:
+    return PrecisionSafeExtension()

@@ -1,0 +1,1 @@
+"""Adapters between the pure precision logic and ComfyUI's MODEL / CLIP / VAE objects."""

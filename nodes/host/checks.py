@@ -1,0 +1,27 @@
+"""Checks of graph-edge tensors that raise on the node with a message saying what to fix upstream."""
+from __future__ import annotations
+
+import torch
+
+from ..precision.errors import PrecisionError
+from ..precision.finite import nonfinite_items
+
+
+def check_latent(node: str, samples, latent_channels: int) -> torch.Tensor:
+    if not isinstance(samples, torch.Tensor) or samples.ndim < 3:
+        raise PrecisionError(node, f"the LATENT holds no [batch, channels, ...] tensor (got {type(samples).__name__}).",
+                             "connect a LATENT output (e.g. KSampler's).", "samples")
+    if samples.shape[0] == 0:
+        raise PrecisionError(node, "the LATENT batch is empty (0 items).",
+                             "check the upstream batch/slice nodes.", "samples")
+    if samples.shape[1] != latent_channels:
+        raise PrecisionError(node, f"the LATENT has {samples.shape[1]} channels but this VAE expects {latent_channels}.",
+                             "use the VAE that belongs to the model that made the latent.", "samples")
+    bad = nonfinite_items(samples)
+    if bad:
+        raise PrecisionError(
+            node, f"the LATENT is already non-finite (NaN/Inf) in batch items {bad}: the sampler upstream "
+                  "produced it, decoding cannot fix it.",
+            "run the model at a wider dtype (PrecisionPolicy unet_dtype bf16/fp32) or check the sampler settings.",
+            "samples")
+    return samples

@@ -1,0 +1,66 @@
+"""Decode through ComfyUI's VAE at a chosen dtype, with a tiled fallback on out-of-memory that is reported."""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+import comfy.model_management as mm
+
+from ..precision.context import PrecisionContext, dtype_name
+from ..precision.report import PrecisionRecord
+from ..precision.retry import decode_with_retry
+from .attach import vae_at_dtype
+
+
+class _CoreTiledFallback(logging.Handler):
+    """Notices core's own 'retrying with tiled VAE decoding' warning so the report can say so."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.seen = False
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "tiled" in message and "memory" in message:
+            self.seen = True
+
+
+@contextlib.contextmanager
+def _watch_core_fallback():
+    watcher = _CoreTiledFallback()
+    root = logging.getLogger()
+    root.addHandler(watcher)  # scoped to this call only
+    try:
+        yield watcher
+    finally:
+        root.removeHandler(watcher)
+
+
+def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Tensor:
+    """vae.decode, or vae.decode_tiled after an out-of-memory error; either way recorded."""
+    with _watch_core_fallback() as watcher:
+        try:
+            images = vae.decode(latent)
+        except mm.OOM_EXCEPTION:
+            images = None
+        if images is None:  # outside the except block, so the failed attempt's tensors can be freed
+            mm.soft_empty_cache()
+            images = vae.decode_tiled(latent)
+            record.notes.append(f"out of memory: decoded {latent.shape[0]} item(s) tiled")
+    if watcher.seen:
+        record.notes.append("out of memory: ComfyUI fell back to tiled decode")
+    return images
+
+
+def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord,
+                fp16_safe: bool = False) -> torch.Tensor:
+    """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE."""
+    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe)
+    record.ran_at("vae", dtype_name(dtype), torch.device(vae.device).type)
+
+    def decode_at(z, d):
+        return decode_once(vae_at_dtype(vae, d), z, record)
+
+    return decode_with_retry(decode_at, latent, dtype, ctx, record, vae.device)

@@ -1,0 +1,76 @@
+"""PrecisionPolicy: make the precision context and apply it to MODEL / CLIP / VAE clones."""
+from __future__ import annotations
+
+import comfy.model_management as mm
+from comfy_api.latest import io
+
+from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from .host.node_report import recording, ui_payload
+from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, PrecisionContext, dtype_name
+from .types import CATEGORY, PrecisionContextType
+
+_ROLE_TIPS = {
+    "unet": "Compute dtype of the diffusion model (KSampler). auto: fp32 on CPU, bf16 on GPUs that support it.",
+    "vae": "Compute dtype of VAE decode/encode. auto never picks fp16 for a VAE not known to be fp16-safe.",
+    "text_encoder": "Expected dtype of the text encoder (ComfyUI's CLIP encoders choose their own compute "
+                    "dtype; DtypeInspect flags a disagreement).",
+    "detector": "Compute dtype of detection models (ultralytics YOLO) in the Detailer.",
+    "sam": "Compute dtype of the SAM image encoder (its prompt encoder/mask decoder always stay fp32).",
+    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: fp32 (ComfyUI's convention).",
+}
+
+
+class PrecisionPolicy(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PrecisionSafePolicy",
+            display_name="Precision Policy",
+            category=CATEGORY,
+            description="Makes a precision context: the compute dtype of each role, and what to do on a dtype "
+                        "mismatch or non-finite output. Connect it to pack nodes, or pass MODEL/CLIP/VAE through "
+                        "it: they come out as clones carrying the policy, so core nodes downstream (KSampler, "
+                        "VAEDecode) run at these dtypes too. The originals are never changed.",
+            inputs=[
+                *[io.Combo.Input(f"{role}_dtype", options=list(DTYPE_CHOICES), default="auto", tooltip=tip)
+                  for role, tip in _ROLE_TIPS.items()],
+                io.Combo.Input("on_mismatch", options=list(ON_MISMATCH), default="cast",
+                               tooltip="cast: convert an input whose dtype disagrees and record it in the node's "
+                                       "report. error: stop on that node with a message naming the input."),
+                io.Combo.Input("on_nonfinite", options=list(ON_NONFINITE), default="retry",
+                               tooltip="retry: redo only the NaN/Inf batch items in a wider dtype (fp16 -> bf16 -> "
+                                       "fp32). error: stop on the node. keep: pass it on with a warning."),
+                io.Model.Input("model", optional=True,
+                               tooltip="Optional MODEL; comes out as a clone computing at unet_dtype."),
+                io.Clip.Input("clip", optional=True, tooltip="Optional CLIP; comes out as a clone carrying the policy."),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="Optional VAE; comes out as a copy decoding at vae_dtype."),
+            ],
+            outputs=[
+                PrecisionContextType.Output("context", tooltip="Connect to the context input of pack nodes."),
+                io.Model.Output("model_out", display_name="model", tooltip="Clone of the input MODEL with the policy (None if not given)."),
+                io.Clip.Output("clip_out", display_name="clip", tooltip="Clone of the input CLIP with the policy (None if not given)."),
+                io.Vae.Output("vae_out", display_name="vae", tooltip="Copy of the input VAE with the policy (None if not given)."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, unet_dtype, vae_dtype, text_encoder_dtype, detector_dtype, sam_dtype, intermediate_dtype,
+                on_mismatch, on_nonfinite, model=None, clip=None, vae=None) -> io.NodeOutput:
+        with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
+            ctx = PrecisionContext(unet=unet_dtype, vae=vae_dtype, text_encoder=text_encoder_dtype,
+                                   detector=detector_dtype, sam=sam_dtype, intermediate=intermediate_dtype,
+                                   on_mismatch=on_mismatch, on_nonfinite=on_nonfinite)
+            device = mm.get_torch_device()
+            new_model = model_with_policy(model, ctx) if model is not None else None
+            new_clip = clip_with_policy(clip, ctx) if clip is not None else None
+            new_vae = vae_with_policy(vae, ctx) if vae is not None else None
+            for role in ("unet", "vae", "text_encoder", "detector", "sam", "intermediate"):
+                record.ran_at(role, dtype_name(ctx.dtype_for(role, device)), device.type)
+            if new_model is not None:
+                record.notes.append("MODEL cloned with the policy")
+            if new_vae is not None:
+                record.notes.append(f"VAE copy decodes at {dtype_name(new_vae.vae_dtype)}")
+        return io.NodeOutput(ctx, new_model, new_clip, new_vae,
+                             ui=ui_payload(record, f"auto on this machine ({device.type}):\n" + ctx.describe(device)))

@@ -1,0 +1,44 @@
+"""SafeVAEDecode: VAE decode that finds NaN/Inf per batch item and redoes only those in a wider dtype."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .host.attach import find_context
+from .host.checks import check_latent
+from .host.node_report import recording, ui_payload
+from .host.vae_decode import safe_decode
+from .precision.conform import conform
+from .types import CATEGORY, PrecisionContextType
+
+
+class SafeVAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PrecisionSafeVAEDecode",
+            display_name="Safe VAE Decode",
+            category=f"{CATEGORY}/latent",
+            description="Decodes a LATENT at the precision context's VAE dtype. Batch items that come out NaN/Inf "
+                        "(an fp16 VAE overflowing gives a black image) are decoded again, alone, in a wider dtype "
+                        "(fp16 -> bf16 -> fp32). Falls back to tiled decoding on out-of-memory. The node shows what it "
+                        "did: dtype used, items retried, time.",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The latent to decode."),
+                io.Vae.Input("vae", tooltip="The VAE. A VAE from PrecisionPolicy carries its policy."),
+                PrecisionContextType.Input("context", optional=True,
+                                           tooltip="Precision context; wins over one attached to the VAE."),
+            ],
+            outputs=[io.Image.Output("IMAGE", tooltip="Decoded images in the context's intermediate dtype.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, samples, vae, context=None) -> io.NodeOutput:
+        with recording("SafeVAEDecode", cls.hidden.unique_id) as record:
+            ctx, record.context_source = find_context(context, vae)
+            latent = check_latent(record.node, samples.get("samples") if isinstance(samples, dict) else None,
+                                  vae.latent_channels)
+            latent = conform(latent, "intermediate", ctx, latent.device, record=record, input_name="samples")
+            images = safe_decode(vae, latent, ctx, record)
+            images = images.to(ctx.dtype_for("intermediate", images.device))  # our own output: no mismatch
+        return io.NodeOutput(images, ui=ui_payload(record))

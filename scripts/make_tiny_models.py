@@ -1,0 +1,85 @@
+"""Make the tiny, random-weight models the tests and the demo run on (deterministic, offline, seconds).
+
+- checkpoints/tiny_sd15.safetensors: an SD1.5-shaped checkpoint ComfyUI's CheckpointLoaderSimple detects as
+  SD15 (one UNet level; CLIP-L and the SD VAE at full size, their configs are fixed), built with ComfyUI's
+  own classes and torch's default init from a fixed seed.
+- vae/tiny_overflow_vae.safetensors: the same VAE with `decoder.conv_in` scaled so fp16 activations exceed
+  65504 (fp16 decode -> NaN, black image) while bf16/fp32 stay finite; the overflow grows with the latent's
+  magnitude, so a batch can hold items that overflow beside items that don't.
+
+Usage: python scripts/make_tiny_models.py COMFYUI_DIR  (run with the host venv; skips files that exist)
+"""
+import os
+import sys
+
+OVERFLOW_GAIN = 2e5
+
+
+def reset_init(module):
+    """ComfyUI's ops skip weight init (weights come from files); give every layer torch's default init."""
+    import torch
+    for m in module.modules():
+        for cls in type(m).__mro__:
+            if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:
+                cls.reset_parameters(m)
+                break
+    return module
+
+
+def build(comfy_dir):
+    sys.argv = [sys.argv[0], "--cpu"]  # before comfy imports: no CUDA probing
+    sys.path.insert(0, comfy_dir)
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import torch
+    import comfy.ops
+    import comfy.clip_model
+    import comfy.utils
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    import json
+
+    torch.manual_seed(0)
+    ops = comfy.ops.disable_weight_init
+    unet = reset_init(UNetModel(
+        image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1], channel_mult=[1],
+        transformer_depth=[1], transformer_depth_middle=1, transformer_depth_output=[1, 1],
+        num_heads=8, context_dim=768, use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False,
+        operations=ops))
+    with open(os.path.join(comfy_dir, "comfy", "sd1_clip_config.json")) as f:
+        clip_cfg = json.load(f)
+    clip = reset_init(comfy.clip_model.CLIPTextModel(clip_cfg, torch.float32, "cpu", ops))
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    vae = reset_init(AutoencoderKL(ddconfig=ddconfig, embed_dim=4))
+
+    sd = {}
+    sd.update({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()})
+    sd.update({f"cond_stage_model.transformer.{k}": v for k, v in clip.state_dict().items()})
+    vae_sd = vae.state_dict()
+    sd.update({f"first_stage_model.{k}": v for k, v in vae_sd.items()})
+    sd = {k: v.half().contiguous() for k, v in sd.items()}
+
+    overflow = {k: v.clone() for k, v in vae_sd.items()}
+    overflow["decoder.conv_in.weight"] = overflow["decoder.conv_in.weight"] * OVERFLOW_GAIN
+    return sd, overflow
+
+
+def main():
+    comfy_dir = os.path.abspath(sys.argv[1])
+    ckpt = os.path.join(comfy_dir, "models", "checkpoints", "tiny_sd15.safetensors")
+    bad_vae = os.path.join(comfy_dir, "models", "vae", "tiny_overflow_vae.safetensors")
+    if os.path.exists(ckpt) and os.path.exists(bad_vae):
+        print(f"[models] already there: {ckpt}, {bad_vae}")
+        return
+    sd, overflow = build(comfy_dir)
+    import safetensors.torch
+    for path, data in ((ckpt, sd), (bad_vae, overflow)):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        safetensors.torch.save_file(data, path + ".tmp")
+        os.replace(path + ".tmp", path)  # never leave a half-written model behind
+        print(f"[models] wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

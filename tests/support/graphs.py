@@ -1,0 +1,26 @@
+"""API-format prompts for the in-process and server tests, built with ComfyUI's own GraphBuilder."""
+from host_paths import CHECKPOINT, OVERFLOW_VAE
+
+
+def txt2img(g, size=64, batch=1, seed=0, steps=2, model=None, clip=None):
+    """Checkpoint -> CLIP encode -> KSampler. Returns (checkpoint node, sampler node)."""
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    model = model or ckpt.out(0)
+    clip = clip or ckpt.out(1)
+    pos = g.node("CLIPTextEncode", text="a red square", clip=clip)
+    neg = g.node("CLIPTextEncode", text="", clip=clip)
+    latent = g.node("EmptyLatentImage", width=size, height=size, batch_size=batch)
+    sampler = g.node("KSampler", model=model, positive=pos.out(0), negative=neg.out(0), latent_image=latent.out(0),
+                     seed=seed, steps=steps, cfg=2.0, sampler_name="euler", scheduler="normal", denoise=1.0)
+    return ckpt, sampler
+
+
+def policy(g, **choices):
+    kw = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
+              sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast", on_nonfinite="retry")
+    kw.update(choices)
+    return g.node("PrecisionSafePolicy", **kw)
+
+
+def overflow_vae(g):
+    return g.node("VAELoader", vae_name=OVERFLOW_VAE)
