@@ -3,16 +3,17 @@
 - checkpoints/tiny_sd15.safetensors: an SD1.5-shaped checkpoint ComfyUI's CheckpointLoaderSimple detects as
   SD15 (one UNet level; CLIP-L and the SD VAE at full size, their configs are fixed), built with ComfyUI's
   own classes and torch's default init from a fixed seed.
-- vae/tiny_overflow_vae.safetensors: the same VAE with `decoder.conv_in` scaled so fp16 activations exceed
-  65504 (fp16 decode -> NaN, black image) while bf16/fp32 stay finite; the overflow grows with the latent's
-  magnitude, so a batch can hold items that overflow beside items that don't.
+- vae/tiny_overflow_vae.safetensors: the same VAE with the weight (not the bias) of `post_quant_conv`, the first
+  layer a latent meets, scaled by OVERFLOW_GAIN: a latent of ordinary magnitude drives activations past fp16's
+  65504 (fp16 decode -> NaN, a black image) while bf16/fp32 stay finite, and a latent scaled by ~0.01 stays in
+  range, so one batch can hold items that overflow beside items that don't.
 
 Usage: python scripts/make_tiny_models.py COMFYUI_DIR  (run with the host venv; skips files that exist)
 """
 import os
 import sys
 
-OVERFLOW_GAIN = 2e5
+OVERFLOW_GAIN = 1e5
 
 
 def reset_init(module):
@@ -61,7 +62,7 @@ def build(comfy_dir):
     sd = {k: v.half().contiguous() for k, v in sd.items()}
 
     overflow = {k: v.clone() for k, v in vae_sd.items()}
-    overflow["decoder.conv_in.weight"] = overflow["decoder.conv_in.weight"] * OVERFLOW_GAIN
+    overflow["post_quant_conv.weight"] = overflow["post_quant_conv.weight"] * OVERFLOW_GAIN
     return sd, overflow
 
 

@@ -5,7 +5,7 @@ import os
 import sys
 import uuid
 
-from host_paths import COMFY_DIR, ensure_models
+from host_paths import COMFY_DIR, ensure_models, link_testing_nodes
 
 
 class _Server:
@@ -37,6 +37,7 @@ class RunResult:
 class ComfyHost:
     def __init__(self):
         ensure_models()
+        link_testing_nodes()
         if "--cpu" not in sys.argv:
             sys.argv = [sys.argv[0], "--cpu"]
         sys.path.insert(0, COMFY_DIR)

@@ -24,3 +24,10 @@ def policy(g, **choices):
 
 def overflow_vae(g):
     return g.node("VAELoader", vae_name=OVERFLOW_VAE)
+
+
+def overflow_batch(g, sampler, size=16):
+    """A 2-item latent batch for the overflow VAE in fp16: item 0 (an empty latent) stays in fp16's range,
+    item 1 (the sampled latent, values in the hundreds with the random tiny UNet) overflows."""
+    quiet = g.node("EmptyLatentImage", width=size, height=size, batch_size=1)
+    return g.node("LatentBatch", samples1=quiet.out(0), samples2=sampler.out(0))

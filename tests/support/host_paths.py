@@ -9,5 +9,15 @@ CHECKPOINT = "tiny_sd15.safetensors"
 OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
 
 
+def link_testing_nodes():
+    """The test-only node pack, next to the real one in the host's custom_nodes/."""
+    link = os.path.join(COMFY_DIR, "custom_nodes", "precision_safe_testing")
+    target = os.path.join(ROOT, "tests", "support", "testing_nodes")
+    if os.path.realpath(link) != target:
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(target, link)
+
+
 def ensure_models():
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), COMFY_DIR], check=True)
