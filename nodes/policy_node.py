@@ -73,4 +73,4 @@ class PrecisionPolicy(io.ComfyNode):
             if new_vae is not None:
                 record.notes.append(f"VAE copy decodes at {dtype_name(new_vae.vae_dtype)}")
         return io.NodeOutput(ctx, new_model, new_clip, new_vae,
-                             ui=ui_payload(record, f"auto on this machine ({device.type}):\n" + ctx.describe(device)))
+                             ui=ui_payload(record, ctx.describe(device)))

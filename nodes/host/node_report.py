@@ -19,7 +19,8 @@ def recording(node: str, unique_id=None):
         record.seconds = time.perf_counter() - start
 
 
-def ui_payload(record: PrecisionRecord, extra_text: str | None = None) -> dict:
-    """`text` is shown by the stock frontend; `precision_safe` carries the structured record (API + web UI)."""
-    text = record.to_text() if extra_text is None else f"{extra_text}\n\n{record.to_text()}"
+def ui_payload(record: PrecisionRecord, roles_text: str | None = None) -> dict:
+    """`text` is shown by the stock frontend; `precision_safe` carries the structured record (API + web UI).
+    `roles_text` replaces the record's own per-role lines in the text."""
+    text = record.to_text() if roles_text is None else f"{roles_text}\n{record.to_text(include_ran=False)}"
     return {"text": [text], "precision_safe": [record.to_dict()]}

@@ -24,9 +24,9 @@ class PrecisionRecord:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_text(self) -> str:
+    def to_text(self, include_ran: bool = True) -> str:
         lines = [f"{self.node}" + (f" (context: {self.context_source})" if self.context_source else "")]
-        for role, where in self.ran.items():
+        for role, where in (self.ran.items() if include_ran else ()):
             lines.append(f"  {role}: {where}")
         lines += [f"  cast {c}" for c in self.casts]
         lines += [f"  retry {r}" for r in self.retries]
