@@ -6,6 +6,7 @@ MODEL and CLIP are patched through `clone()`, a VAE is shallow-copied with its o
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Optional
 
 import torch
@@ -65,26 +66,44 @@ def cast_module_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Mo
     return new
 
 
+# Cast copies per source VAE, reused while that VAE lives (a retry or a second policy node costs no new copy).
+# Copies refer to their source only weakly, so this cache never keeps a VAE alive.
+_CAST_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def vae_source(vae):
     """The VAE a pack copy was made from (its weights are the most precise ones to cast from)."""
-    return getattr(vae, "_precision_safe_source", vae)
+    ref = getattr(vae, "_precision_safe_source", None)
+    source = ref() if ref is not None else None
+    return source if source is not None else vae
+
+
+def _cast_copy(vae, dtype: torch.dtype):
+    source = vae_source(vae)
+    if source.vae_dtype == dtype:
+        return source
+    copies = _CAST_COPIES.setdefault(source, {})
+    if dtype not in copies:
+        new = copy.copy(source)
+        new.first_stage_model = cast_module_copy(source.first_stage_model, dtype)
+        new.patcher = comfy.model_patcher.ModelPatcher(
+            new.first_stage_model, load_device=source.patcher.load_device, offload_device=source.patcher.offload_device)
+        new.vae_dtype = dtype
+        new.size = None
+        new._precision_safe_source = weakref.ref(source)
+        copies[dtype] = new
+    return copies[dtype]
 
 
 def vae_at_dtype(vae, dtype: torch.dtype, ctx: Optional[PrecisionContext] = None):
-    """A VAE that decodes at `dtype`: `vae` itself when it already does, else a copy with cast weights."""
-    if vae.vae_dtype == dtype and ctx is None:
-        return vae
-    source = vae_source(vae)
-    new = copy.copy(vae)
-    if vae.vae_dtype != dtype:
-        new.first_stage_model = cast_module_copy(source.first_stage_model, dtype)
-        new.patcher = comfy.model_patcher.ModelPatcher(
-            new.first_stage_model, load_device=vae.patcher.load_device, offload_device=vae.patcher.offload_device)
-        new.vae_dtype = dtype
-        new.size = None
-        new._precision_safe_source = source
-    setattr(new, KEY, ctx if ctx is not None else attached_context(vae))
-    return new
+    """A VAE that decodes at `dtype` (`vae` itself when it already does), carrying `ctx` (or `vae`'s context)."""
+    ctx = ctx if ctx is not None else attached_context(vae)
+    base = vae if vae.vae_dtype == dtype else _cast_copy(vae, dtype)
+    if attached_context(base) is ctx:
+        return base
+    tagged = copy.copy(base)  # shares the weights; only the attached context differs
+    setattr(tagged, KEY, ctx)
+    return tagged
 
 
 def vae_with_policy(vae, ctx: PrecisionContext, fp16_safe: bool = False):

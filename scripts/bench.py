@@ -1,0 +1,80 @@
+"""`make bench`: CPU benchmarks printed side by side from one run (medians of interleaved repeats, and ratios).
+
+1. SafeVAEDecode vs core VAEDecode, same healthy VAE and latent (goal: ratio <= 1.03).
+2. Overflowing fp16 VAE: SafeVAEDecode (fp16, finds NaN, retries the item in bf16) vs core VAEDecode of the same
+   VAE loaded in fp32 from the start.
+Each node runs through its real entry point (core node class / V3 node class with its hidden inputs).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def compare(name, base_name, base, new_name, new, repeats, goal=None):
+    base(), new()  # warm-up: model load, allocator
+    tb, tn = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both sides alike
+        tb += timed(base, 1)
+        tn += timed(new, 1)
+    mb, mn = statistics.median(tb), statistics.median(tn)
+    line = f"{name:<44} {base_name} {mb * 1000:8.1f} ms | {new_name} {mn * 1000:8.1f} ms | ratio {mn / mb:5.3f}"
+    print(line + (f"  (goal <= {goal})" if goal else ""))
+    return mn / mb
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--comfy", default=os.path.join(ROOT, ".host", "ComfyUI"))
+    ap.add_argument("--repeats", type=int, default=9)
+    args = ap.parse_args()
+    os.environ.setdefault("COMFYUI_DIR", args.comfy)
+    from comfy_inproc import ComfyHost
+    host = ComfyHost()
+    import torch
+    import comfy.sd
+    import comfy.utils
+    import nodes
+    from host_paths import CHECKPOINT, OVERFLOW_VAE
+
+    core_decode = nodes.VAEDecode()
+    safe_cls = host.node_class("PrecisionSafeVAEDecode").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    policy_cls = host.node_class("PrecisionSafePolicy").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+
+    ckpt = nodes.CheckpointLoaderSimple().load_checkpoint(CHECKPOINT)
+    vae = ckpt[2]
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; medians of {args.repeats} interleaved runs")
+    latent = {"samples": torch.randn(1, 4, 32, 32)}
+    compare("healthy VAE, 1x4x32x32 latent (256 px), fp32", "VAEDecode", lambda: core_decode.decode(vae, latent),
+            "SafeVAEDecode", lambda: safe_cls.execute(samples=latent, vae=vae), args.repeats, goal=1.03)
+
+    sd = comfy.utils.load_torch_file(os.path.join(args.comfy, "models", "vae", OVERFLOW_VAE))
+    vae32 = comfy.sd.VAE(sd=sd, dtype=torch.float32)
+    fp16_vae = policy_cls.execute(unet_dtype="auto", vae_dtype="fp16", text_encoder_dtype="auto", detector_dtype="auto",
+                                  sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast",
+                                  on_nonfinite="retry", vae=vae32).args[3]
+    hot = {"samples": torch.randn(1, 4, 2, 2) * 100}  # fp16 on a CPU is ~100x slower: keep it tiny
+    out = safe_cls.execute(samples=hot, vae=fp16_vae)
+    assert out.ui["precision_safe"][0]["retries"], "expected the overflow to be retried"
+    compare("overflow VAE, 1x4x2x2 latent: retry vs fp32", "fp32 VAEDecode", lambda: core_decode.decode(vae32, hot),
+            "SafeVAEDecode fp16->bf16", lambda: safe_cls.execute(samples=hot, vae=fp16_vae), args.repeats)
+
+
+if __name__ == "__main__":
+    main()
