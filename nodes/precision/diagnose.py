@@ -1,0 +1,234 @@
+"""Explain a torch dtype error raised deep inside a model: which submodule, which dtypes, which input, the fix.
+
+Free when nothing fails: no hooks, no patching, only a try/except. The work happens after a dtype error has
+escaped: the exception's traceback still holds every Python frame it went through, so the innermost frame
+whose `self` is a submodule of the given models says where it happened, and that frame's arguments say what
+tensor the submodule got.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from typing import Mapping, Optional
+
+import torch
+
+from .context import ROLES, dtype_name
+from .errors import PrecisionError
+
+# torch's dtype mismatch messages (CPU and CUDA wordings). Group `inp` is the dtype of the tensor fed in, `own`
+# the dtype of the weight/buffer/other operand it met; the order was checked per op (see notes/detector.md).
+_FAMILIES = [re.compile(p) for p in (
+    r"mat1 and mat2 must have the same dtype, but got (?P<inp>\w+) and (?P<own>\w+)",
+    r"self and mat2 must have the same dtype(?:, but got (?P<inp>\w+) and (?P<own>\w+))?",
+    r"expected m(?:at)?1 and m(?:at)?2 to have the same dtype, but got: (?P<inp>[\w:]+) != (?P<own>[\w:]+)",
+    r"expected scalar type (?P<inp>\w+) but found (?P<own>\w+)",
+    r"Input type \((?P<inp>[\w.:]+)\) and (?:bias|weight) type \((?P<own>[\w.:]+)\) should be the same",
+    r"mixed dtype \(CPU\): expect parameter to have scalar type of (?P<inp>\w+)",
+    r"Expected query, key, and value to have the same dtype, but got query\.dtype: (?P<inp>[\w:]+) "
+    r"key\.dtype: (?P<own>[\w:]+)",
+    r"Index put requires the source and destination dtypes match, got (?P<own>\w+) for the destination "
+    r"and (?P<inp>\w+) for the source",
+    r"expected dtype (?P<own>[\w:]+) for `end` but got dtype (?P<inp>[\w:]+)",
+)]
+_NUMPY = re.compile(r"Got unsupported ScalarType (?P<inp>\w+)")
+_SHORT = {"half": "fp16", "float16": "fp16", "float": "fp32", "float32": "fp32", "bfloat16": "bf16",
+          "double": "float64"}
+
+
+def _short(token: Optional[str]) -> Optional[str]:
+    """'c10::Half', 'Half', 'torch.cuda.HalfTensor', 'CPUBFloat16Type' -> the pack's names (fp16, bf16, fp32)."""
+    if not token:
+        return None
+    t = token.replace("c10::", "").replace("torch.", "").replace("cuda.", "")
+    t = re.sub(r"^(?:CPU|CUDA|MPS|XPU)(?=[A-Z])", "", t)
+    t = re.sub(r"(?:Tensor|Type)$", "", t).lower()
+    return _SHORT.get(t, t)
+
+
+def parse_dtype_error(exc: BaseException) -> Optional[dict]:
+    """{'inp': .., 'own': .., 'numpy': bool} for a torch dtype mismatch, None for any other error."""
+    if not isinstance(exc, (RuntimeError, TypeError)) or isinstance(exc, PrecisionError):
+        return None
+    text = str(exc)
+    for pattern in _FAMILIES:
+        m = pattern.search(text)
+        if m:
+            return {"inp": _short(m.group("inp")), "own": _short(m.groupdict().get("own")), "numpy": False}
+    m = _NUMPY.search(text)
+    return {"inp": _short(m.group("inp")), "own": None, "numpy": True} if m else None
+
+
+class DtypeMismatchError(PrecisionError):
+    """A PrecisionError for a dtype clash inside a model, with what was found as fields (None = unknown)."""
+
+    def __init__(self, node: str, problem: str, fix: str, *, module_path=None, weight_dtype=None,
+                 input_dtype=None, graph_inputs=(), role=None, torch_message=""):
+        super().__init__(node, problem, fix)
+        self.module_path = module_path
+        self.weight_dtype = weight_dtype
+        self.input_dtype = input_dtype
+        self.graph_inputs = list(graph_inputs)
+        self.role = role
+        self.torch_message = torch_message
+
+
+def _first_tensor_arg(frame) -> Optional[torch.Tensor]:
+    """The first float tensor among a frame's arguments (`input`, `x`, or inside *args), in signature order."""
+    code = frame.f_code
+    n = code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS)
+    values = frame.f_locals
+    for name in code.co_varnames[:n]:
+        if name == "self":
+            continue
+        value = values.get(name)
+        for t in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                return t
+    return None
+
+
+def _locate(tb, modules: Mapping) -> Optional[tuple]:
+    """(key, qualified path, module, tensor arg) of the innermost traceback frame run by one of `modules`."""
+    owners = {}  # built only now, on failure: named_modules is a full walk of the model
+    for key, root in modules.items():
+        if isinstance(root, torch.nn.Module):
+            for sub, m in root.named_modules():
+                owners.setdefault(id(m), (key, f"{key}.{sub}" if sub else key, m))
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):  # innermost first: F.group_norm has no `self`, GroupNorm.forward does
+        if "self" not in frame.f_code.co_varnames:
+            continue
+        owner = frame.f_locals.get("self")
+        hit = owners.get(id(owner))
+        if hit is not None and hit[2] is owner:
+            return hit + (_first_tensor_arg(frame),)
+    return None
+
+
+def _own_dtype(module: torch.nn.Module) -> Optional[str]:
+    """The module's own weight dtype (its direct parameters, then buffers, then any descendant's)."""
+    for t in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False), module.parameters()):
+        if t.is_floating_point():
+            return dtype_name(t.dtype)
+    return None
+
+
+def _graph_tensors(inputs: Mapping):
+    """(name, tensor) for each tensor input, and one level into dicts (a LATENT is {'samples': tensor})."""
+    for name, value in inputs.items():
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, Mapping):
+            for sub, t in value.items():
+                if isinstance(t, torch.Tensor):
+                    yield f"{name}.{sub}", t
+
+
+def _source(tensor, dtype: Optional[str], inputs: Mapping) -> tuple[list, bool]:
+    """Graph inputs the tensor came from, and whether that is certain (the same tensor/storage) or a dtype guess."""
+    named = list(_graph_tensors(inputs))
+    if tensor is not None:
+        for name, t in named:
+            if t is tensor or (t.numel() and t.device == tensor.device and t.data_ptr() == tensor.data_ptr()):
+                return [name], True
+    return [name for name, t in named if dtype_name(t.dtype) == dtype], False
+
+
+def _role_of(key: Optional[str], roles: Mapping) -> Optional[str]:
+    if key is None:
+        return None
+    return roles.get(key) or (key if key in ROLES else None)
+
+
+def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, inputs: Optional[Mapping] = None,
+            roles: Optional[Mapping] = None) -> Optional[DtypeMismatchError]:
+    """The explained error for a torch dtype error, or None when `exc` is not one."""
+    found = parse_dtype_error(exc)
+    if found is None:
+        return None
+    modules, inputs, roles = modules or {}, inputs or {}, roles or {}
+    site = _locate(exc.__traceback__, modules)
+    inp, own = found["inp"], found["own"]
+    if site is not None:
+        key, path, module, tensor = site
+        own = _own_dtype(module) or own
+        # the first tensor argument is the input that clashed, unless it already matches the weights: then some
+        # other operand clashed and torch's message names its dtype
+        if tensor is not None and (dtype_name(tensor.dtype) != own or not inp):
+            inp = dtype_name(tensor.dtype)
+        elif tensor is not None:
+            tensor = None
+        where = f"{path} ({type(module).__name__}, weights {own or 'unknown'})"
+    else:
+        tensor, path = None, None
+        keys = [k for k, m in modules.items() if isinstance(m, torch.nn.Module)]
+        # no frame of theirs: guess the model by the weight dtype torch named, when only one fits
+        fits = [k for k in keys if own and _own_dtype(modules[k]) == own]
+        key = keys[0] if len(keys) == 1 else (fits[0] if len(fits) == 1 else None)
+        where = (f"{'likely ' if len(keys) > 1 else ''}'{key}' (submodule unknown)" if key
+                 else "the model (submodule unknown)")
+
+    names, certain = _source(tensor, inp, inputs)
+    if certain:
+        origin = f"that is graph input '{names[0]}'"
+    elif len(names) == 1:
+        origin = f"likely graph input '{names[0]}' (the only {inp} input)"
+    elif names:
+        origin = "likely one of graph inputs " + ", ".join(f"'{n}'" for n in names) + f" (all {inp})"
+    else:
+        origin = f"no graph input is {inp}, so the model made it"
+
+    role = _role_of(key, roles)
+    role_txt = f"PrecisionPolicy's '{role}'" if role else "the PrecisionPolicy role that runs this model"
+    if found["numpy"]:
+        # numpy has no bf16: only running the role at another dtype helps, casting inputs to it would not
+        problem = f"a {inp} tensor reached numpy, which has no {inp} type, in {where}; {origin}"
+        fix = f"set {role_txt} to fp16 or fp32"
+    else:
+        problem = f"dtype mismatch in {where}: its input is {inp or 'of another dtype'}; {origin}"
+        fix = f"set {role_txt} to {inp or 'the input dtype'} so the model runs at the input's dtype"
+        if names:
+            fix += f", or set on_mismatch to 'cast' so the input is converted to {own or 'the model dtype'} first"
+        else:
+            fix += " (casting the node's inputs cannot help: the tensor was made inside the model)"
+    problem += f" (torch: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})."
+    return DtypeMismatchError(node, problem, fix + ".", module_path=path, weight_dtype=own, input_dtype=inp,
+                              graph_inputs=names, role=role, torch_message=str(exc))
+
+
+class explain_dtype_errors:
+    """Context manager: a torch dtype error escaping the block is re-raised as a DtypeMismatchError (a
+    PrecisionError) `from` the original; every other exception passes through as the same object.
+
+        with explain_dtype_errors(node="SafeVAEDecode", modules={"vae": vae}, inputs={"samples": z},
+                                  roles={"vae": "vae"}):
+            image = vae.decode(z)
+
+    `modules`: key -> nn.Module, the key prefixes paths; `roles`: key -> PrecisionPolicy role (a key that is
+    itself a role name needs no entry); `inputs`: graph input name -> tensor (or dict of tensors).
+    """
+
+    __slots__ = ("node", "modules", "inputs", "roles")
+
+    def __init__(self, node: str, modules: Optional[Mapping] = None, inputs: Optional[Mapping] = None,
+                 roles: Optional[Mapping] = None):
+        self.node, self.modules, self.inputs, self.roles = node, modules, inputs, roles
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, (RuntimeError, TypeError)):
+            return False
+        try:
+            err = explain(exc, self.node, self.modules, self.inputs, self.roles)
+        except Exception:  # a bug in the explainer must never hide the user's real error
+            err = None
+        if err is None:
+            return False
+        raise err from exc
