@@ -5,6 +5,7 @@ ComfyUI's top-level `nodes` module, so it must never be imported as a top-level 
 `from precision_safe.nodes.precision import context` and need no ComfyUI.
 """
 import importlib.util
+import ipaddress
 import os
 import socket
 import sys
@@ -13,7 +14,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# ultralytics does DNS look-ups and writes settings under ~ at import: keep it offline and in the ignored host dir
 os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(ROOT, ".host", "yolo_config"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(ROOT, ".host", "mplconfig"))
 
 
 def _import_pack():
@@ -29,20 +33,39 @@ def _import_pack():
 
 _import_pack()
 
-_real_connect = socket.socket.connect
+_real_connect, _real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
 
-def _loopback_only(self, address, *args):
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+def _is_loopback(host) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # any other host name
+        return False
+
+
+def _check(address):
+    host = address[0] if isinstance(address, tuple) else None  # AF_UNIX paths are local
+    if not _is_loopback(host):
         raise AssertionError(f"test tried to reach the network: {address!r}")
+
+
+def _connect(self, address, *args):
+    _check(address)
     return _real_connect(self, address, *args)
+
+
+def _getaddrinfo(host, *args, **kw):
+    _check((host,))
+    return _real_getaddrinfo(host, *args, **kw)
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Every test fails on a connect to anything but loopback: nothing may download a model."""
-    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+    """Every test fails on a connect or DNS look-up of anything but loopback: nothing may download a model."""
+    monkeypatch.setattr(socket.socket, "connect", _connect)
+    monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 
