@@ -1,11 +1,13 @@
 """Registration with ComfyUI's V3 node API."""
 from comfy_api.latest import ComfyExtension, io
 
+from .detailer_node import Detailer
 from .inspect_node import DtypeInspect
+from .loader_nodes import DetectorLoader, SamLoader
 from .policy_node import PrecisionPolicy
 from .safe_decode_node import SafeVAEDecode
 
-NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect]
+NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer]
 
 
 class PrecisionSafeExtension(ComfyExtension):

@@ -4,3 +4,5 @@ from comfy_api.latest import io
 PrecisionContextType = io.Custom("PRECISION_CONTEXT")
 
 CATEGORY = "precision safe"
+DetectorType = io.Custom("PRECISION_SAFE_DETECTOR")  # a LoadedDetector
+SamType = io.Custom("PRECISION_SAFE_SAM")  # a LoadedSam

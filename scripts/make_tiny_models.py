@@ -66,8 +66,25 @@ def build(comfy_dir):
     return sd, overflow
 
 
+def install_assets(comfy_dir):
+    """Copy the committed tiny detector/SAM files into the host's model folders and the demo image into its
+    input folder (copies, not symlinks: the loaders refuse links that leave their folder)."""
+    import filecmp
+    import shutil
+    assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "assets")
+    for folder, _, files in os.walk(assets):
+        for name in files:
+            src = os.path.join(folder, name)
+            dst = os.path.join(comfy_dir, os.path.relpath(src, assets))
+            if not (os.path.exists(dst) and filecmp.cmp(src, dst, shallow=False)):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copyfile(src, dst)
+                print(f"[models] installed {dst}")
+
+
 def main():
     comfy_dir = os.path.abspath(sys.argv[1])
+    install_assets(comfy_dir)
     ckpt = os.path.join(comfy_dir, "models", "checkpoints", "tiny_sd15.safetensors")
     bad_vae = os.path.join(comfy_dir, "models", "vae", "tiny_overflow_vae.safetensors")
     if os.path.exists(ckpt) and os.path.exists(bad_vae):

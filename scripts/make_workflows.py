@@ -149,7 +149,35 @@ def policy_tour(info):
     return w
 
 
+def detailer(info):
+    """LoadImage -> Detailer (detector + SAM + PrecisionPolicy) -> SaveImage, with the mask saved beside it."""
+    w = Workflow(info)
+    ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
+    policy = w.add("PrecisionSafePolicy", 1, 0, detector_dtype="auto", sam_dtype="auto")
+    for slot, name in ((0, "model"), (1, "clip"), (2, "vae")):
+        w.link(ckpt, slot, policy, name)
+    pos = w.add("CLIPTextEncode", 2, 0, text="a shiny geometric shape")
+    neg = w.add("CLIPTextEncode", 2, 5, text="")
+    for n in (pos, neg):
+        w.link(policy, 2, n, "clip")
+    image = w.add("LoadImage", 0, 10, image="precision_safe_shapes.png")
+    det = w.add("PrecisionSafeDetectorLoader", 1, 10, model_name="bbox/tiny_shapes_bbox.pt")
+    sam = w.add("PrecisionSafeSAMLoader", 1, 14, model_name="tiny_sam_shapes.pth")
+    d = w.add("PrecisionSafeDetailer", 3, 0, guide_size=64, max_size=128, crop_factor=1.5, dilation=2, feather=3,
+              denoise=0.45, steps=4, cfg=3.0, seed=7)
+    for src, slot, name in ((image, 0, "image"), (policy, 1, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
+                            (policy, 3, "vae"), (det, 0, "detector"), (sam, 0, "sam"), (policy, 0, "context"),
+                            (policy, 2, "clip")):
+        w.link(src, slot, d, name)
+    _save(w, d, 4, 0, "detailer")
+    mask = w.add("MaskToImage", 4, 6)
+    w.link(d, 1, mask, "mask")
+    _save(w, mask, 5, 6, "detailer_mask")
+    return w
+
+
 WORKFLOWS = {
+    "Detailer - shapes with detector, SAM and a precision policy": detailer,
     "Black-image rescue - SafeVAEDecode vs VAEDecode": black_image_rescue,
     "Policy tour - PrecisionPolicy through txt2img": policy_tour,
 }

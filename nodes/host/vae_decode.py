@@ -9,8 +9,9 @@ import torch
 import comfy.model_management as mm
 
 from ..precision.context import PrecisionContext, dtype_name
+from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
-from ..precision.retry import decode_with_retry
+from ..precision.retry import run_with_retry
 from .attach import vae_at_dtype
 
 
@@ -55,12 +56,17 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
 
 
 def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord,
-                fp16_safe: bool = False) -> torch.Tensor:
-    """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE."""
+                fp16_safe: bool = False, step: str = "") -> torch.Tensor:
+    """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
+
+    A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
     dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe)
     record.ran_at("vae", dtype_name(dtype), torch.device(vae.device).type)
+    where = f"{record.node} / {step}" if step else record.node
 
-    def decode_at(z, d):
-        return decode_once(vae_at_dtype(vae, d), z, record)
+    def run_at(z, d):
+        v = vae_at_dtype(vae, d)
+        with explain_dtype_errors(where, modules={"vae": v.first_stage_model}, inputs={"samples": z}):
+            return decode_once(v, z, record)
 
-    return decode_with_retry(decode_at, latent, dtype, ctx, record, vae.device)
+    return run_with_retry(run_at, latent, dtype, ctx, record, vae.device)

@@ -1,4 +1,4 @@
-"""Run a decode, find the batch items that came out non-finite, and redo only those in wider dtypes."""
+"""Run a model step (VAE decode/encode), find the batch items that came out non-finite, redo only those wider."""
 from __future__ import annotations
 
 from typing import Callable
@@ -10,11 +10,11 @@ from .errors import PrecisionError
 from .finite import nonfinite_items
 from .report import PrecisionRecord
 
-DecodeAt = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
+RunAt = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
 
 
-def decode_with_retry(
-    decode_at: DecodeAt,
+def run_with_retry(
+    run_at: RunAt,
     latent: torch.Tensor,
     dtype: torch.dtype,
     ctx: PrecisionContext,
@@ -22,13 +22,15 @@ def decode_with_retry(
     device: torch.device | str,
     role: str = "vae",
 ) -> torch.Tensor:
-    """`decode_at(latent, dtype)` for the whole batch, then per-item repair of non-finite output.
+    """`run_at(latent, dtype)` for the whole batch, then per-item repair of non-finite output.
+
+    `run_at` must be batch-item independent (a VAE decode or encode is), so re-running a subset is exact.
 
     on_nonfinite: `retry` re-decodes only the failed items at each wider dtype (fp16 -> bf16 -> fp32) until they
     are finite; `error` raises on the node; `keep` passes the output on with a loud warning. Nothing global or
-    shared changes: `decode_at` is expected to use its own copy of the model for another dtype.
+    shared changes: `run_at` is expected to use its own copy of the model for another dtype.
     """
-    out = decode_at(latent, dtype)
+    out = run_at(latent, dtype)
     bad = nonfinite_items(out)
     if not bad:
         return out
@@ -41,7 +43,7 @@ def decode_with_retry(
         out = out.clone()  # the first result may be a cached tensor: never write into it
         for wider in wider_dtypes(dtype, device):
             idx = torch.tensor(bad, device=latent.device)
-            redo = decode_at(latent.index_select(0, idx), wider)
+            redo = run_at(latent.index_select(0, idx), wider)
             out[idx.to(out.device)] = redo.to(out.dtype)
             still = [bad[i] for i in nonfinite_items(redo)]
             record.retries.append(f"items {bad} {first} -> {dtype_name(wider)}: "

@@ -67,8 +67,9 @@ class ComfyHost:
         assert entry is not None, f"node {node_id} has no cached output"
         return entry.outputs[index][0]
 
-    def run(self, prompt: dict, fresh: bool = True) -> RunResult:
-        """Validate and execute an API-format prompt. `fresh` resets the cache so nothing is reused."""
+    def run(self, prompt: dict, fresh: bool = False) -> RunResult:
+        """Validate and execute an API-format prompt. Unchanged nodes (e.g. the checkpoint loader) are reused from
+        the previous run, as in a real session; `fresh` empties the cache first."""
         if fresh:
             self.executor.reset()
         self.server.messages = []

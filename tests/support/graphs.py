@@ -31,3 +31,19 @@ def overflow_batch(g, sampler, size=16):
     item 1 (the sampled latent, values in the hundreds with the random tiny UNet) overflows."""
     quiet = g.node("EmptyLatentImage", width=size, height=size, batch_size=1)
     return g.node("LatentBatch", samples1=quiet.out(0), samples2=sampler.out(0))
+
+
+def detailer(g, image, ckpt, detector="bbox/tiny_shapes_bbox.pt", sam=True, **over):
+    """Detector (+ SAM) -> Detailer on `image`, settings small enough for a CPU."""
+    pos = g.node("CLIPTextEncode", text="a shape", clip=ckpt.out(1))
+    neg = g.node("CLIPTextEncode", text="", clip=ckpt.out(1))
+    det = g.node("PrecisionSafeDetectorLoader", model_name=detector)
+    kw = dict(image=image, model=ckpt.out(0), positive=pos.out(0), negative=neg.out(0), vae=ckpt.out(2),
+              detector=det.out(0), threshold=0.5, dilation=2, crop_factor=1.5, guide_size=48, max_size=64,
+              drop_size=4, min_area_ratio=0.0, max_area_ratio=1.0, top_k=0, sort_by="left-right", feather=2,
+              noise_mask=True, denoise=0.5, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal", seed=1,
+              cycles=1, max_batch=0)
+    if sam:
+        kw["sam"] = g.node("PrecisionSafeSAMLoader", model_name="tiny_sam_shapes.pth").out(0)
+    kw.update(over)
+    return g.node("PrecisionSafeDetailer", **kw)

@@ -5,7 +5,7 @@ import torch
 from precision_safe.nodes.precision.context import PrecisionContext
 from precision_safe.nodes.precision.errors import PrecisionError
 from precision_safe.nodes.precision.report import PrecisionRecord
-from precision_safe.nodes.precision.retry import decode_with_retry
+from precision_safe.nodes.precision.retry import run_with_retry
 
 
 def _decoder():
@@ -17,15 +17,15 @@ def _decoder():
     return net
 
 
-def _decode_at_factory(net, calls):
+def _run_at_factory(net, calls):
     copies = {}
 
-    def decode_at(z, dtype):
+    def run_at(z, dtype):
         calls.append((z.shape[0], dtype))
         model = copies.setdefault(dtype, _copy_at(net, dtype))
         with torch.no_grad():
             return model(z.to(dtype)).float()
-    return decode_at
+    return run_at
 
 
 def _copy_at(net, dtype):
@@ -43,7 +43,7 @@ def test_only_failed_items_are_redone_and_the_rest_is_untouched():
     net, calls = _decoder(), []
     z = _latent()
     rec = PrecisionRecord("SafeVAEDecode")
-    out = decode_with_retry(_decode_at_factory(net, calls), z, torch.float16, PrecisionContext(), rec, "cpu")
+    out = run_with_retry(_run_at_factory(net, calls), z, torch.float16, PrecisionContext(), rec, "cpu")
     assert torch.isfinite(out).all()
     assert calls == [(3, torch.float16), (2, torch.bfloat16)]
     assert rec.retries == ["items [1, 2] fp16 -> bf16: finite"]
@@ -55,13 +55,13 @@ def test_only_failed_items_are_redone_and_the_rest_is_untouched():
 
 def test_error_mode_raises_on_the_node():
     with pytest.raises(PrecisionError, match=r"non-finite .* batch items \[1, 2\]"):
-        decode_with_retry(_decode_at_factory(_decoder(), []), _latent(), torch.float16,
+        run_with_retry(_run_at_factory(_decoder(), []), _latent(), torch.float16,
                           PrecisionContext(on_nonfinite="error"), PrecisionRecord("SafeVAEDecode"), "cpu")
 
 
 def test_keep_mode_passes_on_with_a_warning():
     rec = PrecisionRecord("SafeVAEDecode")
-    out = decode_with_retry(_decode_at_factory(_decoder(), []), _latent(), torch.float16,
+    out = run_with_retry(_run_at_factory(_decoder(), []), _latent(), torch.float16,
                             PrecisionContext(on_nonfinite="keep"), rec, "cpu")
     assert not torch.isfinite(out[1:]).all()
     assert "non-finite for batch items [1, 2]" in rec.warnings[0]
@@ -71,10 +71,10 @@ def test_result_of_the_first_pass_is_not_written_into():
     net = _decoder()
     first = {}
 
-    def decode_at(z, dtype):
+    def run_at(z, dtype):
         with torch.no_grad():
             out = _copy_at(net, dtype)(z.to(dtype)).float()
         first.setdefault("out", out)
         return out
-    decode_with_retry(decode_at, _latent(), torch.float16, PrecisionContext(), PrecisionRecord("n"), "cpu")
+    run_with_retry(run_at, _latent(), torch.float16, PrecisionContext(), PrecisionRecord("n"), "cpu")
     assert not torch.isfinite(first["out"][1:]).all()

@@ -1,0 +1,73 @@
+"""Loaders for ultralytics detectors (bbox/segm) and segment-anything models: safe loading, no downloads."""
+from __future__ import annotations
+
+import dataclasses
+
+from comfy_api.latest import io
+
+from .detect.safe_load import load_yolo, resolve_model_path
+from .detect.sam import load_sam
+from .host import model_folders
+from .types import CATEGORY, DetectorType, SamType
+
+model_folders.register()
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedDetector:
+    name: str
+    kind: str  # "bbox" or "segm"
+    model: object  # ultralytics.YOLO, never modified (inference uses cached cast copies)
+    imgsz: int  # the size it was trained at: ultralytics models find little at other sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSam:
+    name: str
+    model: object  # segment_anything Sam, fp32 as loaded
+
+
+class DetectorLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PrecisionSafeDetectorLoader",
+            display_name="Detector Loader (ultralytics)",
+            category=f"{CATEGORY}/detailer",
+            description="Loads an ultralytics YOLO detection (bbox/) or segmentation (segm/) model from "
+                        "models/ultralytics/, the folders Impact Pack uses. The .pt pickle is loaded through an "
+                        "allow-list of ultralytics classes: a file that would run other code is refused. Nothing "
+                        "is ever downloaded.",
+            inputs=[io.Combo.Input("model_name", options=model_folders.detector_names(),
+                                   tooltip="bbox/<file> gives boxes; segm/<file> gives boxes and masks.")],
+            outputs=[DetectorType.Output("detector", tooltip="Connect to the Detailer.")],
+        )
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        file, folders = model_folders.detector_folders(model_name)
+        yolo = load_yolo(resolve_model_path(file, folders))
+        imgsz = yolo.overrides.get("imgsz") or 640
+        imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
+        return io.NodeOutput(LoadedDetector(model_name, model_name.split("/")[0], yolo, imgsz))
+
+
+class SamLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PrecisionSafeSAMLoader",
+            display_name="SAM Loader (segment-anything)",
+            category=f"{CATEGORY}/detailer",
+            description="Loads a segment-anything checkpoint (vit_b/l/h, or a small one with a .json config "
+                        "beside it) from models/sams as plain tensors (weights_only). The Detailer uses it to "
+                        "turn each detected box into a mask.",
+            inputs=[io.Combo.Input("model_name", options=model_folders.sam_names(),
+                                   tooltip="A SAM checkpoint in models/sams.")],
+            outputs=[SamType.Output("sam", tooltip="Connect to the Detailer's sam input.")],
+        )
+
+    @classmethod
+    def execute(cls, model_name) -> io.NodeOutput:
+        path = resolve_model_path(model_name, model_folders.sam_folders())
+        return io.NodeOutput(LoadedSam(model_name, load_sam(path)))

@@ -1,0 +1,159 @@
+"""The Detailer through ComfyUI's real executor: tiny detector + SAM + tiny SD checkpoint, fixture shape images."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from comfy_execution.graph_utils import GraphBuilder
+from PIL import Image
+
+from graphs import detailer, policy
+from host_paths import CHECKPOINT
+from precision_safe.nodes.detect.shapes import make_scene, make_scenes
+
+
+def _save_input(name, image: np.ndarray) -> str:
+    import folder_paths
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(os.path.join(folder_paths.get_input_directory(), name))
+    return name
+
+
+def _load(g, name):
+    return g.node("LoadImage", image=name)
+
+
+def _run(comfy, g, node):
+    g.node("PreviewImage", images=node.out(0))
+    r = comfy.run(g.finalize())
+    assert r.success, r.error
+    return r
+
+
+def _equal_squares_scene(size=128, side=24):
+    """Four squares of one size: four regions of one sampling size."""
+    img = np.full((size, size, 3), 0.3, np.float32)
+    boxes = []
+    for x, y, colour in ((10, 10, (0.9, 0.1, 0.1)), (80, 12, (0.1, 0.9, 0.1)), (12, 84, (0.1, 0.1, 0.9)),
+                         (86, 86, (0.9, 0.9, 0.1))):
+        img[y:y + side, x:x + side] = colour
+        boxes.append((x, y, x + side, y + side))
+    return img, boxes
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_shapes_are_found_masked_and_outside_pixels_unchanged(comfy, seed):
+    scene = make_scenes(seed, 1, n_min=2, n_max=3)[0]
+    name = _save_input(f"ps_scene_{seed}.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    d = detailer(g, _load(g, name).out(0), ckpt)
+    r = _run(comfy, g, d)
+    src = comfy.output(_load_id(g, "LoadImage"))
+    out, mask = comfy.output(d.id, 0), comfy.output(d.id, 1)
+    assert out.shape == src.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
+    outside = mask[0] == 0
+    assert torch.equal(out[0][outside], src[0][outside]), "pixels outside the masks changed"
+    print(r.ui(d.id)["text"][0])
+    covered = [(mask[0][torch.from_numpy(m)] > 0).float().mean().item() for m in scene.masks]
+    assert sum(c >= 0.9 for c in covered) / len(covered) >= 0.9, covered  # recall: shapes found and covered
+    assert not torch.equal(out, src)  # something was re-sampled
+    rec = r.ui(d.id)["precision_safe"][0]
+    assert rec["ran"]["detector"] == "fp32 · cpu" and rec["ran"]["vae"] == "fp32 · cpu"
+    assert rec["ran"]["sam"].startswith("fp32 encoder")
+
+
+def _load_id(g, class_type):
+    return next(nid for nid, n in g.finalize().items() if n["class_type"] == class_type)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_image_input_is_cast_and_works(comfy, dtype):
+    scene = make_scenes(7, 1, n_min=2, n_max=2)[0]
+    name = _save_input("ps_scene_half.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    half = g.node("PSTest_CastImage", image=_load(g, name).out(0), dtype=dtype)
+    d = detailer(g, half.out(0), ckpt)
+    r = _run(comfy, g, d)
+    rec = r.ui(d.id)["precision_safe"][0]
+    assert rec["casts"] == [f"image: {dtype} -> fp32"]
+    src, out, mask = comfy.output(half.id), comfy.output(d.id, 0), comfy.output(d.id, 1)
+    assert out.dtype == torch.float32
+    outside = mask[0] == 0
+    assert torch.equal(out[0][outside], src[0].float()[outside])
+
+
+def test_batched_equals_one_by_one(comfy):
+    img, _ = _equal_squares_scene()
+    name = _save_input("ps_four_squares.png", img)
+    outs = {}
+    for max_batch in (0, 1):
+        g = GraphBuilder()
+        ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+        d = detailer(g, _load(g, name).out(0), ckpt, sam=False, max_batch=max_batch, dilation=0)
+        r = _run(comfy, g, d)
+        notes = r.ui(d.id)["precision_safe"][0]["notes"]
+        outs[max_batch] = (comfy.output(d.id, 0), notes)
+    assert outs[0][1] == ["batch 1/1: 4 region(s) at 64x64"]
+    assert len(outs[1][1]) == 4
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=2e-3, rtol=0)
+
+
+def test_no_detection_passes_through_unchanged(comfy):
+    name = _save_input("ps_plain.png", np.full((96, 96, 3), 0.5, np.float32))
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    load = _load(g, name)
+    d = detailer(g, load.out(0), ckpt)
+    r = _run(comfy, g, d)
+    assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
+    assert "no regions detected" in r.ui(d.id)["text"][0]
+
+
+def test_segm_masks_border_regions_and_image_batches(comfy):
+    # shapes touching the border, two images in one batch, the segm model's own masks
+    a = make_scene(np.random.default_rng(11), n_min=3, n_max=3)
+    b = make_scene(np.random.default_rng(12), n_min=2, n_max=2)
+    border = np.full((128, 128, 3), 0.2, np.float32)
+    border[0:30, 0:30] = (0.9, 0.2, 0.2)
+    border[100:128, 90:128] = (0.2, 0.9, 0.2)
+    names = [_save_input(f"ps_batch_{i}.png", im) for i, im in enumerate((a.image, b.image, border))]
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    loads = [_load(g, n) for n in names]
+    batch = g.node("ImageBatch", image1=loads[0].out(0), image2=loads[1].out(0))
+    batch = g.node("ImageBatch", image1=batch.out(0), image2=loads[2].out(0))
+    d = detailer(g, batch.out(0), ckpt, detector="segm/tiny_shapes_seg.pt", sam=False)
+    r = _run(comfy, g, d)
+    src, out, mask = comfy.output(batch.id), comfy.output(d.id, 0), comfy.output(d.id, 1)
+    assert out.shape == (3, 128, 128, 3)
+    for i in range(3):
+        assert mask[i].sum() > 0, f"image {i}: nothing detailed"
+        assert torch.equal(out[i][mask[i] == 0], src[i][mask[i] == 0])
+    assert mask[2][0, 0] > 0  # the region at the image's corner was detailed
+
+
+def test_fully_eroded_mask_is_skipped_with_a_note(comfy):
+    scene = make_scenes(3, 1, n_min=1, n_max=1)[0]
+    name = _save_input("ps_erode.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    load = _load(g, name)
+    d = detailer(g, load.out(0), ckpt, dilation=-64)
+    r = _run(comfy, g, d)
+    assert "empty mask: skipped" in r.ui(d.id)["text"][0]
+    assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
+
+
+def test_policy_dtypes_reach_every_sub_step(comfy):
+    scene = make_scenes(5, 1, n_min=1, n_max=1)[0]
+    name = _save_input("ps_policy.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    p = policy(g, unet_dtype="bf16", vae_dtype="bf16", detector_dtype="bf16", sam_dtype="bf16")
+    d = detailer(g, _load(g, name).out(0), ckpt, context=p.out(0))
+    r = _run(comfy, g, d)
+    ran = r.ui(d.id)["precision_safe"][0]["ran"]
+    assert ran["detector"] == "bf16 · cpu" and ran["unet"] == "bf16 · cpu" and ran["vae"] == "bf16 · cpu"
+    assert ran["sam"] == "bf16 encoder, fp32 prompt/decoder · cpu"
+    assert torch.isfinite(comfy.output(d.id, 0)).all()
