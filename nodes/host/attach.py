@@ -28,9 +28,17 @@ def attached_context(obj) -> Optional[PrecisionContext]:
 
 
 def model_compute_dtype(model) -> torch.dtype:
-    """What a MODEL computes in, read from attributes (never from its weights)."""
-    base = model.model
-    manual = model.object_patches.get("manual_cast_dtype", getattr(base, "manual_cast_dtype", None))
+    """What a MODEL computes in, read from attributes (never from its weights).
+
+    While another clone is loaded, its object patches sit on the shared model and the originals wait in
+    `object_patches_backup`: read this clone's own value, not whichever clone was loaded last."""
+    key = "manual_cast_dtype"
+    if key in model.object_patches:
+        manual = model.object_patches[key]
+    elif key in getattr(model, "object_patches_backup", {}):
+        manual = model.object_patches_backup[key]
+    else:
+        manual = getattr(model.model, key, None)
     return manual if manual is not None else model.model_dtype()
 
 

@@ -104,3 +104,19 @@ def test_strict_inspect_raises_and_lenient_reports(comfy):
     r = comfy.run(g.finalize())
     assert not r.success and r.error["node_id"] == strict.id
     assert "image is bf16 but the context expects fp32" in r.error["exception_message"]
+
+
+def test_original_model_reads_its_own_dtype_while_a_policy_clone_is_loaded(comfy):
+    # run 1 leaves the bf16 clone loaded: its object patches sit on the shared model until something unloads it
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
+    p = policy(g, unet_dtype="bf16")
+    p.set_input("model", ckpt.out(0))
+    _, sampler = txt2img(g, size=16, model=p.out(1))
+    g.node("PrecisionSafeDtypeInspect", value=sampler.out(0))
+    assert comfy.run(g.finalize()).success
+    g2 = GraphBuilder()
+    ckpt2 = g2.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
+    orig = g2.node("PrecisionSafeDtypeInspect", value=ckpt2.out(0))
+    r = comfy.run(g2.finalize())
+    assert "MODEL model: storage fp32 compute fp32" in r.ui(orig.id)["text"][0]
