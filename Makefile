@@ -6,11 +6,12 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/.host/yolo_config
 export MPLCONFIGDIR := $(CURDIR)/.host/mplconfig
 
-.PHONY: host models demo test test-unit bench workflows clean-out
+.PHONY: host models demo test test-unit bench bench-gpu workflows clean-out
 
-host: .host/.venv-ok .host/.comfy-ok
-.host/.venv-ok .host/.comfy-ok: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt
+host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
+.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt
 	bash scripts/setup_host.sh
+	touch .host/.venv-ok .host/.comfy-ok .host/.web-ok
 
 models: host
 	$(PY) scripts/make_tiny_models.py $(COMFY)
@@ -26,6 +27,10 @@ test-unit: host
 
 bench: models
 	$(PY) scripts/bench.py --comfy $(COMFY)
+
+# On a CUDA machine with this host; on the lent GPU machine use `bash scripts/gpu_run.sh` (see BENCHMARKS.md).
+bench-gpu: models
+	$(PY) scripts/bench_gpu.py --comfy $(COMFY) --detailer
 
 workflows: host
 	$(PY) scripts/make_workflows.py

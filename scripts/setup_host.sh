@@ -41,6 +41,24 @@ PY
   touch "$host/.comfy-ok"
 fi
 
+# Browser tests (tests/browser): the frontend ComfyUI 0.3.75 names, Playwright's Python client (it brings its
+# driver; its own browser download is never used) and Debian's Chromium. Own stamp (holding the pins), so hosts
+# built before this step get it too; Chromium is checked on every run (it lives outside .host/).
+web_pins="comfyui-frontend-package==1.32.9 playwright==1.64.1"
+if [ ! -f "$host/.web-ok" ] || [ "$(cat "$host/.web-ok")" != "$web_pins" ]; then
+  echo "[host] installing the browser-test tools: $web_pins"
+  # shellcheck disable=SC2086
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" $web_pins
+  echo "$web_pins" > "$host/.web-ok"
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  echo "[host] installing Debian's chromium"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium
+fi
+
 mkdir -p "$host/ComfyUI/custom_nodes"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
 echo "[host] ready: $host/ComfyUI (python: $host/venv/bin/python)"
