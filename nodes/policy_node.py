@@ -5,6 +5,7 @@ import comfy.model_management as mm
 from comfy_api.latest import io
 
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from .host.fp16_verdict import vae_fp16_safe
 from .host.node_report import recording, ui_payload
 from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, PrecisionContext, dtype_name
 from .types import CATEGORY, PrecisionContextType
@@ -65,7 +66,7 @@ class PrecisionPolicy(io.ComfyNode):
             device = mm.get_torch_device()
             new_model = model_with_policy(model, ctx) if model is not None else None
             new_clip = clip_with_policy(clip, ctx) if clip is not None else None
-            new_vae = vae_with_policy(vae, ctx) if vae is not None else None
+            new_vae = vae_with_policy(vae, ctx, fp16_safe=vae_fp16_safe(vae, ctx)) if vae is not None else None
             for role in ("unet", "vae", "text_encoder", "detector", "sam", "intermediate"):
                 record.ran_at(role, dtype_name(ctx.dtype_for(role, device)), device.type)
             if new_model is not None:

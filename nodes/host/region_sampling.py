@@ -17,6 +17,7 @@ from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
 from .attach import vae_at_dtype
+from .fp16_verdict import vae_fp16_safe
 from .vae_decode import safe_decode
 
 
@@ -32,7 +33,7 @@ class SamplingOptions:
 
 def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord) -> torch.Tensor:
     """VAE encode at the context's vae dtype; non-finite latents are redone per item in a wider dtype."""
-    dtype = ctx.dtype_for("vae", vae.device)
+    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=vae_fp16_safe(vae, ctx))
 
     def run_at(x, d):
         v = vae_at_dtype(vae, d)

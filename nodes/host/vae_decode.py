@@ -13,6 +13,7 @@ from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
 from .attach import vae_at_dtype
+from .fp16_verdict import vae_fp16_safe
 
 
 class _CoreTiledFallback(logging.Handler):
@@ -60,7 +61,7 @@ def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: Precis
     """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
 
     A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
-    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe)
+    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe or vae_fp16_safe(vae, ctx))
     record.ran_at("vae", dtype_name(dtype), torch.device(vae.device).type)
     where = f"{record.node} / {step}" if step else record.node
 

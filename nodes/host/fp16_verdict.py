@@ -1,0 +1,84 @@
+"""fp16-safety verdicts for ComfyUI VAEs, and what `auto` decodes at given one.
+
+The probe (nodes/precision/fp16_probe.py) decodes a fixed small latent with the VAE's fp16 copy (the cast copy
+vae_at_dtype keeps anyway), reading activation peaks. Verdicts are cached by a hash of the source VAE's weights,
+so one VAE loaded by several nodes, or loaded again, is probed once per process.
+
+Use: `auto_vae_dtype(vae, ctx)` where a decode/encode picks its dtype, or `vae_fp16_safe(vae, ctx)` as the
+`fp16_safe` argument of safe_decode / vae_with_policy. On GPUs with bf16 no probe runs (auto is bf16 there:
+same range as fp32); on GPUs without bf16 a VAE probed safe decodes in fp16, one not safe in fp32.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Optional
+
+import torch
+
+from ..precision.context import PrecisionContext, bf16_supported
+from ..precision.fp16_probe import DEFAULT_MARGIN, Fp16Verdict, VerdictCache, fingerprint, probe_fp16, probe_latent
+from .attach import vae_at_dtype, vae_source
+
+CACHE = VerdictCache()
+PROBE_SIZE = 16  # latent 16x16 -> a 128x128 image for an SD VAE: milliseconds on a GPU
+# Verdict per source VAE model object, so the hot path (every decode) skips even the fingerprint's check of
+# the weights (~4 ms for an SD VAE's ~250 tensors, measured on the H200 box). Same assumption as attach.py's
+# cast-copy cache: a loaded VAE's weights are not changed in place. A reloaded VAE is a new object: fingerprinted,
+# then found in CACHE without a probe.
+_BY_MODEL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_BY_MODEL_LOCK = threading.Lock()
+
+
+def vae_fp16_verdict(vae, margin: float = DEFAULT_MARGIN) -> Optional[Fp16Verdict]:
+    """The cached or probed verdict for `vae`'s weights; None for VAEs the probe can't drive (not 2-D latents)."""
+    source = vae_source(vae)
+    if getattr(source, "latent_dim", 2) != 2 or getattr(source, "first_stage_model", None) is None:
+        return None
+    model = source.first_stage_model
+    with _BY_MODEL_LOCK:
+        hit = _BY_MODEL.get(model, {}).get(margin)
+    if hit is not None:
+        return hit
+    key = fingerprint(model)
+
+    def probe():
+        v16 = vae_at_dtype(source, torch.float16)  # the cached cast copy; the shared VAE is untouched
+        latent = probe_latent(source.latent_channels, PROBE_SIZE)
+        return probe_fp16(v16.first_stage_model, lambda: v16.decode(latent), margin)
+
+    verdict = CACHE.verdict(key, probe, margin)
+    with _BY_MODEL_LOCK:
+        _BY_MODEL.setdefault(model, {})[margin] = verdict
+    return verdict
+
+
+def clear_caches() -> None:
+    """Forget every verdict (benchmarks measure cold runs with it)."""
+    CACHE.clear()
+    with _BY_MODEL_LOCK:
+        _BY_MODEL.clear()
+
+
+def _needs_verdict(ctx: PrecisionContext, device: torch.device) -> bool:
+    """Only `auto` on a CUDA GPU without bf16 depends on the verdict."""
+    return ctx.choice("vae") == "auto" and device.type == "cuda" and not bf16_supported(device)
+
+
+def vae_fp16_safe(vae, ctx: PrecisionContext) -> bool:
+    """For safe_decode's `fp16_safe`: True only when the verdict matters and says fp16 is safe."""
+    device = torch.device(vae.device)
+    if not _needs_verdict(ctx, device):
+        return False
+    verdict = vae_fp16_verdict(vae)
+    return bool(verdict is not None and verdict.safe)
+
+
+def auto_vae_dtype(vae, ctx: PrecisionContext) -> tuple[torch.dtype, Optional[Fp16Verdict]]:
+    """The dtype the context's vae choice resolves to for this VAE, and the verdict if one was consulted."""
+    device = torch.device(vae.device)
+    if not _needs_verdict(ctx, device):
+        return ctx.dtype_for("vae", device), None
+    verdict = vae_fp16_verdict(vae)
+    safe = bool(verdict is not None and verdict.safe)
+    return ctx.dtype_for("vae", device, vae_fp16_safe=safe), verdict
