@@ -160,9 +160,9 @@ def detailer(info):
     neg = w.add("CLIPTextEncode", 2, 5, text="")
     for n in (pos, neg):
         w.link(policy, 2, n, "clip")
-    image = w.add("LoadImage", 0, 10, image="precision_safe_shapes.png")
-    det = w.add("PrecisionSafeDetectorLoader", 1, 10, model_name="bbox/tiny_shapes_bbox.pt")
-    sam = w.add("PrecisionSafeSAMLoader", 1, 14, model_name="tiny_sam_shapes.pth")
+    image = w.add("LoadImage", 0, 16, image="precision_safe_shapes.png")
+    det = w.add("PrecisionSafeDetectorLoader", 1, 16, model_name="bbox/tiny_shapes_bbox.pt")
+    sam = w.add("PrecisionSafeSAMLoader", 1, 20, model_name="tiny_sam_shapes.pth")
     d = w.add("PrecisionSafeDetailer", 3, 0, guide_size=64, max_size=128, crop_factor=1.5, dilation=2, feather=3,
               denoise=0.45, steps=4, cfg=3.0, seed=7)
     for src, slot, name in ((image, 0, "image"), (policy, 1, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
