@@ -2,12 +2,15 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .detailer_node import Detailer
+from .guard_node import PrecisionGuard
 from .inspect_node import DtypeInspect
 from .loader_nodes import DetectorLoader, SamLoader
 from .policy_node import PrecisionPolicy
 from .safe_decode_node import SafeVAEDecode
+from .save_node import SaveImageWithRecord
 
-NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer]
+NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, PrecisionGuard,
+         SaveImageWithRecord]
 
 
 class PrecisionSafeExtension(ComfyExtension):

@@ -5,6 +5,7 @@ import contextlib
 import time
 
 from ..precision.report import PrecisionRecord
+from . import run_records
 
 
 @contextlib.contextmanager
@@ -17,6 +18,7 @@ def recording(node: str, unique_id=None):
         yield record
     finally:
         record.seconds = time.perf_counter() - start
+        run_records.add(record)  # for the precision chunk of PNGs saved later in this run
 
 
 def ui_payload(record: PrecisionRecord, roles_text: str | None = None) -> dict:

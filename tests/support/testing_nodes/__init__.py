@@ -68,3 +68,83 @@ class ReshapeLatent:
 
 NODE_CLASS_MAPPINGS = {"PSTest_CastLatent": CastLatent, "PSTest_CastImage": CastImage,
                        "PSTest_PoisonLatent": PoisonLatent, "PSTest_ReshapeLatent": ReshapeLatent}
+
+
+# --- Fault-corpus nodes: inputs as a third-party pack or loader would hand them over ---------------------------------
+
+def _cast_module_copy(module, dtype):
+    """A deep copy of `module` whose float parameters/buffers are `dtype`, made without a full-precision copy."""
+    import copy
+    memo = {}
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.is_floating_point() and id(t) not in memo:
+            cast = t.detach().to(dtype)
+            memo[id(t)] = torch.nn.Parameter(cast, requires_grad=False) if isinstance(t, torch.nn.Parameter) else cast
+    return copy.deepcopy(module, memo)
+
+
+class HalfWeightsVAE:
+    """A VAE copy whose weights were cast to half while `vae_dtype` still says fp32: what a third-party loader or
+    patch that casts weights behind ComfyUI's back hands over. Core's VAEDecode then casts the latent to the stated
+    fp32 and the first conv meets half weights. The VAE it gets is not changed."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("VAE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae": ("VAE",), "dtype": (["bf16", "fp16"],)}}
+
+    def run(self, vae, dtype):
+        import copy
+        import comfy.model_patcher
+        new = copy.copy(vae)
+        new.first_stage_model = _cast_module_copy(vae.first_stage_model, DTYPES[dtype])
+        new.patcher = comfy.model_patcher.ModelPatcher(new.first_stage_model, load_device=vae.patcher.load_device,
+                                                       offload_device=vae.patcher.offload_device)
+        return (new,)
+
+
+class HalfWeightsModel:
+    """A MODEL whose diffusion-model weights were cast to half while the model still reports fp32 (no manual cast):
+    core's KSampler feeds the UNet fp32 and the first conv meets half weights. The MODEL it gets is not changed."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "dtype": (["bf16", "fp16"],)}}
+
+    def run(self, model, dtype):
+        import copy
+        import comfy.model_patcher
+        base = model.model
+        memo = {}
+        for t in list(base.diffusion_model.parameters()):
+            if t.is_floating_point() and id(t) not in memo:
+                memo[id(t)] = torch.nn.Parameter(t.detach().to(DTYPES[dtype]), requires_grad=False)
+        new_base = copy.deepcopy(base, memo)  # diffusion_model.dtype stays fp32: the model misreports its weights
+        return (comfy.model_patcher.ModelPatcher(new_base, load_device=model.load_device,
+                                                 offload_device=model.offload_device),)
+
+
+class PoisonImage:
+    """Puts NaN into the listed batch items of an IMAGE."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "items": ("STRING", {"default": "0"})}}
+
+    def run(self, image, items):
+        x = image.clone()
+        for i in (int(s) for s in items.split(",") if s.strip()):
+            x[i] = float("nan")
+        return (x,)
+
+
+NODE_CLASS_MAPPINGS.update({"PSTest_HalfWeightsVAE": HalfWeightsVAE, "PSTest_HalfWeightsModel": HalfWeightsModel,
+                            "PSTest_PoisonImage": PoisonImage})

@@ -1,0 +1,116 @@
+"""Save Image (with precision record): core SaveImage's files and metadata, plus a `precision` PNG text chunk."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+import folder_paths
+from comfy.cli_args import args
+from comfy_api.latest import io
+
+from .host import run_records
+from .host.node_report import recording
+from .precision.context import dtype_name
+from .precision.errors import PrecisionError
+from .precision.finite import nonfinite_items
+from .types import CATEGORY
+
+CHUNK = "precision"
+FORMAT = "precision_safe.record/1"
+
+
+def _upstream(prompt: dict, node_id: str) -> set:
+    """Ids of the nodes `node_id` depends on, from the API prompt's links ([source id, output index])."""
+    seen, todo = set(), [node_id]
+    while todo:
+        node = prompt.get(todo.pop())
+        for value in (node or {}).get("inputs", {}).values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):
+                source = str(value[0])
+                if source not in seen:
+                    seen.add(source)
+                    todo.append(source)
+    return seen
+
+
+def precision_chunk(prompt_id, node_id, prompt: dict, own: dict) -> dict:
+    """The JSON written to the PNG: the records of every pack node of this run that finished before this one
+    (`upstream`: it fed these images; `cached`: reused from ComfyUI's cache, so its record is from the run that
+    made it), then this node's own."""
+    prompt = prompt if isinstance(prompt, dict) else {}
+    node_id = str(node_id)
+    upstream = _upstream(prompt, node_id)
+    entries = run_records.collect(prompt_id, prompt, upstream=upstream, exclude=[node_id])
+    entries.append({"node_id": node_id, "class_type": "PrecisionSafeSaveImage", "upstream": False, "cached": False,
+                    "record": own})
+    # upstream pack nodes with no record at all: reused from the cache before any record of theirs was seen
+    seen = {e["node_id"] for e in entries}
+    unrecorded = [n for n in upstream if n not in seen
+                  and str((prompt.get(n) or {}).get("class_type", "")).startswith(run_records.PACK_PREFIX)]
+    return {"format": FORMAT, "prompt_id": prompt_id, "saved_by": node_id, "records": entries,
+            "unrecorded_upstream": sorted(unrecorded)}
+
+
+class SaveImageWithRecord(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="PrecisionSafeSaveImage",
+            display_name="Save Image (with precision record)",
+            category=CATEGORY,
+            description="Saves images to the output folder like core Save Image (same file names and counter, the "
+                        "usual prompt/workflow metadata) and adds a 'precision' PNG text chunk: the JSON precision "
+                        "record of every pack node that ran in this run before it (dtypes used, casts, retries, "
+                        "warnings), so a saved image tells how it was made. Half-precision IMAGEs (which core Save "
+                        "Image cannot convert) are cast to fp32 and NaN/Inf items are flagged, both recorded.",
+            inputs=[
+                io.Image.Input("images", tooltip="The images to save (any float dtype)."),
+                io.String.Input("filename_prefix", default="ComfyUI",
+                                tooltip="The prefix for the file to save; may include formatting such as "
+                                        "%date:yyyy-MM-dd% or %Empty Latent Image.width%, as in core Save Image."),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.extra_pnginfo],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, filename_prefix="ComfyUI") -> io.NodeOutput:
+        prompt_id, _ = run_records.executing()
+        with recording("SaveImageWithRecord", cls.hidden.unique_id) as record:
+            if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+                raise PrecisionError(record.node, f"expected an IMAGE batch [B, H, W, C], got "
+                                     f"{getattr(images, 'shape', type(images).__name__)}.",
+                                     "connect an IMAGE output.", "images")
+            if images.dtype != torch.float32:
+                record.casts.append(f"images: {dtype_name(images.dtype)} -> fp32")
+            bad = nonfinite_items(images)
+            if bad:
+                record.warnings.append(f"items {bad} hold NaN/Inf: NaN pixels are saved black")
+            full_output_folder, filename, counter, subfolder, filename_prefix = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])
+            record.notes.append(f"{images.shape[0]} image(s) {images.shape[2]}x{images.shape[1]} saved")
+        chunk = precision_chunk(prompt_id, cls.hidden.unique_id, cls.hidden.prompt, record.to_dict())
+        results = []
+        for batch_number, image in enumerate(images):
+            pixels = np.nan_to_num(255.0 * image.detach().float().cpu().numpy(), nan=0.0, posinf=255.0, neginf=0.0)
+            img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            metadata = None
+            if not args.disable_metadata:  # as core: --disable-metadata writes no text chunks at all
+                metadata = PngInfo()
+                if cls.hidden.prompt is not None:
+                    metadata.add_text("prompt", json.dumps(cls.hidden.prompt))
+                for key, value in (cls.hidden.extra_pnginfo or {}).items():
+                    metadata.add_text(key, json.dumps(value))
+                metadata.add_text(CHUNK, json.dumps(chunk))
+            file = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+            img.save(os.path.join(full_output_folder, file), pnginfo=metadata, compress_level=4)
+            results.append({"filename": file, "subfolder": subfolder, "type": "output"})
+            counter += 1
+        run_records.add(record, prompt_id=prompt_id, class_type="PrecisionSafeSaveImage")
+        return io.NodeOutput(ui={"images": results, "precision_safe": [record.to_dict()]})

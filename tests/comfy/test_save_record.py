@@ -1,0 +1,162 @@
+"""PrecisionSafeSaveImage through the real executor: core SaveImage's files and metadata plus a `precision` PNG chunk
+holding the precision record of every pack node of the run."""
+import asyncio
+import json
+import os
+import uuid
+
+import pytest
+import torch
+from comfy_execution.graph_utils import GraphBuilder
+from PIL import Image
+
+from comfy_inproc import RunResult
+from graphs import overflow_batch, overflow_vae, policy, txt2img
+
+WORKFLOW = {"nodes": [], "links": [], "version": 0.4, "extra": {"note": "precision-safe test"}}
+
+
+def _run(comfy, prompt, client_id="ps-test"):
+    """comfy.run with the extra data the frontend sends: a client id and the UI workflow for the PNG."""
+    comfy.server.messages = []
+    prompt_id = str(uuid.uuid4())
+    valid = asyncio.run(comfy.execution.validate_prompt(prompt_id, prompt, None))
+    assert valid[0], valid
+    extra = {"extra_pnginfo": {"workflow": WORKFLOW}}
+    if client_id:
+        extra["client_id"] = client_id
+    comfy.executor.execute(prompt, prompt_id, extra, valid[2])
+    error = next((d for e, d in comfy.executor.status_messages if e == "execution_error"), None)
+    outputs = {k: v for k, v in comfy.executor.history_result.get("outputs", {}).items()}
+    return RunResult(comfy.executor.success, outputs, list(comfy.executor.status_messages), error), prompt_id
+
+
+@pytest.fixture
+def prefix():
+    """A unique filename prefix in a test subfolder of the output directory; the files are removed afterwards."""
+    import folder_paths
+    sub = os.path.join(folder_paths.get_output_directory(), "precision_safe_tests")
+    name = f"record_{uuid.uuid4().hex[:8]}"
+    yield f"precision_safe_tests/{name}"
+    if os.path.isdir(sub):
+        for f in os.listdir(sub):
+            if f.startswith(name):
+                os.remove(os.path.join(sub, f))
+
+
+def _png(ref):
+    import folder_paths
+    path = os.path.join(folder_paths.get_output_directory(), ref["subfolder"], ref["filename"])
+    im = Image.open(path)
+    im.load()
+    return im
+
+
+def _chunk(ref):
+    return json.loads(_png(ref).text["precision"])
+
+
+def _overflow_graph(g, prefix, seed=0):
+    ckpt, sampler = txt2img(g, size=16, seed=seed)
+    batch = overflow_batch(g, sampler)
+    p = policy(g, vae_dtype="fp16")
+    p.set_input("vae", overflow_vae(g).out(0))
+    safe = g.node("PrecisionSafeVAEDecode", samples=batch.out(0), vae=p.out(3))
+    save = g.node("PrecisionSafeSaveImage", images=safe.out(0), filename_prefix=prefix)
+    return p, safe, save
+
+
+def test_png_holds_the_safe_decode_record_with_its_retry(comfy, prefix):
+    g = GraphBuilder()
+    p, safe, save = _overflow_graph(g, prefix)
+    r, prompt_id = _run(comfy, g.finalize())
+    assert r.success, r.error
+    refs = r.outputs[save.id]["images"]
+    assert [x["filename"] for x in refs] == [f"{prefix.split('/')[1]}_00001_.png", f"{prefix.split('/')[1]}_00002_.png"]
+    assert all(x["type"] == "output" and x["subfolder"] == "precision_safe_tests" for x in refs)
+    for ref in refs:
+        im = _png(ref)
+        assert json.loads(im.text["prompt"])[safe.id]["class_type"] == "PrecisionSafeVAEDecode"  # core metadata
+        assert json.loads(im.text["workflow"]) == WORKFLOW
+        chunk = json.loads(im.text["precision"])
+        assert chunk["format"] == "precision_safe.record/1"
+        assert chunk["prompt_id"] == prompt_id and chunk["saved_by"] == save.id
+        by_node = {e["node_id"]: e for e in chunk["records"]}
+        decode = by_node[safe.id]
+        assert decode["class_type"] == "PrecisionSafeVAEDecode" and decode["upstream"] is True
+        assert decode["record"]["retries"] == ["items [1] fp16 -> bf16: finite"]
+        assert decode["record"]["ran"]["vae"] == "fp16 · cpu"
+        assert by_node[p.id]["class_type"] == "PrecisionSafePolicy" and by_node[p.id]["upstream"] is True
+        assert chunk["records"][-1]["node_id"] == save.id  # the save node's own record comes last
+        assert decode["record"] == r.outputs[safe.id]["precision_safe"][0]  # what /history shows
+    pixels = torch.tensor(list(_png(refs[1]).tobytes()), dtype=torch.float32)
+    assert pixels.std() > 1  # the rescued item is not black
+
+
+def test_cached_upstream_records_are_kept_and_counter_continues(comfy, prefix):
+    """Only the file name changes in the second run: everything upstream is reused from the cache and makes no
+    record (nor any history entry), yet the PNG still holds the records that made it, marked cached. The file
+    counter continues like core SaveImage's, shared with a core SaveImage on the same prefix."""
+    g = GraphBuilder(prefix="cached")  # stable node ids across runs, as in the editor
+    policy_node, safe, save = _overflow_graph(g, prefix, seed=1)  # seed 1: the decode runs, not cached
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    first = {e["node_id"]: e for e in _chunk(r.outputs[save.id]["images"][0])["records"]}
+    g2 = GraphBuilder(prefix="cached")
+    _, safe2, save2 = _overflow_graph(g2, prefix + "_b", seed=1)
+    core = g2.node("SaveImage", images=safe2.out(0), filename_prefix=prefix)
+    r2, _ = _run(comfy, g2.finalize())
+    assert r2.success, r2.error
+    assert any(e == "execution_cached" and safe2.id in d["nodes"] for e, d in r2.messages)
+    assert safe2.id not in r2.outputs  # core keeps no ui of a cached node in this prompt's history
+    by_node = {e["node_id"]: e for e in _chunk(r2.outputs[save2.id]["images"][0])["records"]}
+    decode = by_node[safe2.id]
+    assert decode["cached"] is True and decode["upstream"] is True
+    assert decode["record"] == first[safe.id]["record"]
+    assert decode["record"]["retries"] == ["items [1] fp16 -> bf16: finite"]
+    # the policy node's output may already have come from the cache in the first run (an earlier test made it):
+    # then no record of it was ever seen, and the chunk says so instead of leaving it out silently
+    unrecorded = _chunk(r2.outputs[save2.id]["images"][0])["unrecorded_upstream"]
+    if policy_node.id in by_node:
+        assert by_node[policy_node.id]["cached"] is True
+    else:
+        assert unrecorded == [policy_node.id]
+    assert [x["filename"] for x in r2.outputs[core.id]["images"]] == [
+        f"{prefix.split('/')[1]}_00003_.png", f"{prefix.split('/')[1]}_00004_.png"]
+
+
+def test_half_and_nonfinite_images_are_saved_and_recorded(comfy, prefix):
+    g = GraphBuilder()
+    img = g.node("EmptyImage", width=8, height=8, batch_size=2, color=0x336699)
+    poisoned = g.node("PSTest_PoisonImage", image=img.out(0), items="1")
+    half = g.node("PSTest_CastImage", image=poisoned.out(0), dtype="bf16")
+    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix=prefix)
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    own = r.outputs[save.id]["precision_safe"][0]
+    assert own["casts"] == ["images: bf16 -> fp32"]
+    assert own["warnings"] == ["items [1] hold NaN/Inf: NaN pixels are saved black"]
+    refs = r.outputs[save.id]["images"]
+    assert _png(refs[0]).getpixel((0, 0)) == (0x33, 0x66, 0x99) and _png(refs[1]).getpixel((0, 0)) == (0, 0, 0)
+    assert _chunk(refs[0])["records"] == [{"node_id": save.id, "class_type": "PrecisionSafeSaveImage",
+                                           "upstream": False, "cached": False, "record": own}]
+
+
+def test_records_reach_the_png_without_a_client_id(comfy, prefix):
+    """Records filed in the registry under the prompt id (PrecisionGuard's among them) reach the PNG also when no
+    client is listening."""
+    records = comfy.pack_module("nodes.host.run_records")
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
+    guard = g.node("PrecisionSafeGuard", vae=ckpt.out(2))
+    img = g.node("EmptyImage", width=8, height=8, batch_size=1, color=0)
+    enc = g.node("VAEEncode", pixels=img.out(0), vae=guard.out(1))
+    dec = g.node("VAEDecode", samples=enc.out(0), vae=guard.out(1))
+    save = g.node("PrecisionSafeSaveImage", images=dec.out(0), filename_prefix=prefix)
+    r, prompt_id = _run(comfy, g.finalize(), client_id=None)
+    assert r.success, r.error
+    chunk = _chunk(r.outputs[save.id]["images"][0])
+    by_node = {e["node_id"]: e for e in chunk["records"]}
+    assert by_node[guard.id]["class_type"] == "PrecisionSafeGuard" and by_node[guard.id]["upstream"] is True
+    assert by_node[guard.id]["record"]["notes"] == ["VAE copy: decode/encode wrapped"]
+    assert records.registered(prompt_id)[save.id][0]["node"] == f"SaveImageWithRecord #{save.id}"

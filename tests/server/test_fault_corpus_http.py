@@ -1,0 +1,115 @@
+"""A few fault-corpus scenarios (tests/comfy/test_fault_corpus.py) through a real ComfyUI server over HTTP and
+websocket: the error event names the right node with the pack's message, and the saved PNG carries the record."""
+import io
+import json
+
+from PIL import Image
+
+CKPT = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}}
+POLICY = {"unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
+          "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "cast", "on_nonfinite": "retry"}
+
+
+def _txt2img(size=16, model=("1", 0)):
+    """Nodes 1-6: checkpoint, prompts, empty latent, KSampler (node 6)."""
+    return {
+        "1": CKPT,
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
+            "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+    }
+
+
+def _error(run, node_id, node_type):
+    assert not run.success and run.error, run.rejected
+    assert run.error["node_id"] == node_id and run.error["node_type"] == node_type, run.error
+    return run.error
+
+
+def test_guarded_core_vaedecode_with_half_weight_vae__error_event_on_vaedecode(server):
+    prompt = _txt2img()
+    prompt.update({
+        "10": {"class_type": "PSTest_HalfWeightsVAE", "inputs": {"vae": ["1", 2], "dtype": "bf16"}},
+        "11": {"class_type": "PrecisionSafeGuard", "inputs": {"vae": ["10", 0]}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["11", 1]}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+    })
+    err = _error(server.run(prompt), "12", "VAEDecode")
+    assert err["exception_type"].endswith("DtypeMismatchError")
+    msg = err["exception_message"]
+    assert msg.startswith("[VAEDecode #12 (guarded by PrecisionGuard #11)]")
+    for part in ("vae.post_quant_conv (Conv2d, weights bf16)", "its input is fp32", "declares fp32",
+                 "Fix: pass the VAE through PrecisionPolicy with vae_dtype bf16"):
+        assert part in msg, (part, msg)
+
+
+def test_guarded_core_ksampler_with_half_weight_model__error_event_on_ksampler(server):
+    prompt = _txt2img(model=("11", 0))
+    prompt.update({
+        "10": {"class_type": "PSTest_HalfWeightsModel", "inputs": {"model": ["1", 0], "dtype": "bf16"}},
+        "11": {"class_type": "PrecisionSafeGuard", "inputs": {"model": ["10", 0]}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+    })
+    err = _error(server.run(prompt), "6", "KSampler")
+    msg = err["exception_message"]
+    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)]")
+    assert "weights bf16" in msg and "unet_dtype bf16" in msg
+
+
+def test_nan_latent__error_event_on_safe_decode_blaming_the_sampler(server):
+    prompt = _txt2img()
+    prompt.update({
+        "10": {"class_type": "PSTest_PoisonLatent", "inputs": {"samples": ["6", 0], "items": "0"}},
+        "11": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+    })
+    err = _error(server.run(prompt), "11", "PrecisionSafeVAEDecode")
+    assert "already non-finite" in err["exception_message"] and "sampler upstream" in err["exception_message"]
+
+
+def test_bf16_image__core_saver_fails_pack_saver_writes_png_with_the_records(server):
+    image = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x336699}}
+    cast = {"class_type": "PSTest_CastImage", "inputs": {"image": ["1", 0], "dtype": "bf16"}}
+    stock = server.run({"1": image, "2": cast, "3": {"class_type": "SaveImage", "inputs": {
+        "images": ["2", 0], "filename_prefix": "ps_http_stock"}}})
+    assert "Got unsupported ScalarType BFloat16" in _error(stock, "3", "SaveImage")["exception_message"]
+
+    run = server.run({"1": image, "2": cast, "3": {"class_type": "PrecisionSafeSaveImage", "inputs": {
+        "images": ["2", 0], "filename_prefix": "ps_http_record"}}})
+    assert run.success, run.error
+    (node_id, ref), = run.images()
+    assert node_id == "3" and ref["type"] == "output" and ref["filename"].startswith("ps_http_record_")
+    png = Image.open(io.BytesIO(server.image_bytes(ref)))
+    chunk = json.loads(png.text["precision"])
+    assert json.loads(png.text["prompt"])["3"]["class_type"] == "PrecisionSafeSaveImage"
+    assert chunk["prompt_id"] == run.prompt_id and chunk["saved_by"] == "3"
+    own = chunk["records"][-1]
+    assert own["record"]["casts"] == ["images: bf16 -> fp32"]
+    assert own["record"] == run.precision_records()["3"]  # the same record as in /history
+
+
+def test_overflow_retry_record_reaches_the_png_over_http(server):
+    prompt = _txt2img()
+    prompt.update({
+        "7": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
+        "8": {"class_type": "LatentBatch", "inputs": {"samples1": ["7", 0], "samples2": ["6", 0]}},
+        "9": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_overflow_vae.safetensors"}},
+        "10": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "vae_dtype": "fp16", "vae": ["9", 0]}},
+        "11": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["8", 0], "vae": ["10", 3]}},
+        "12": {"class_type": "PrecisionSafeSaveImage", "inputs": {"images": ["11", 0],
+                                                                 "filename_prefix": "ps_http_overflow"}},
+    })
+    run = server.run(prompt)
+    assert run.success, run.error
+    refs = [ref for nid, ref in run.images() if nid == "12"]
+    assert len(refs) == 2
+    for ref in refs:
+        chunk = json.loads(Image.open(io.BytesIO(server.image_bytes(ref))).text["precision"])
+        by_node = {e["node_id"]: e for e in chunk["records"]}
+        assert by_node["11"]["upstream"] and by_node["11"]["record"]["retries"] == ["items [1] fp16 -> bf16: finite"]
+        assert by_node["11"]["record"] == run.precision_records()["11"]
+        assert by_node["10"]["class_type"] == "PrecisionSafePolicy"
