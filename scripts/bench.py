@@ -3,6 +3,7 @@
 1. SafeVAEDecode vs core VAEDecode, same healthy VAE and latent (goal: ratio <= 1.03).
 2. Overflowing fp16 VAE: SafeVAEDecode (fp16, finds NaN, retries the item in bf16) vs core VAEDecode of the same
    VAE loaded in fp32 from the start.
+3. Detailer with 4 same-size regions: batched (one sampling batch) vs one by one (max_batch=1) (goal <= 0.8).
 Each node runs through its real entry point (core node class / V3 node class with its hidden inputs).
 """
 from __future__ import annotations
@@ -74,6 +75,22 @@ def main():
     assert out.ui["precision_safe"][0]["retries"], "expected the overflow to be retried"
     compare("overflow VAE, 1x4x2x2 latent: retry vs fp32", "fp32 VAEDecode", lambda: core_decode.decode(vae32, hot),
             "SafeVAEDecode fp16->bf16", lambda: safe_cls.execute(samples=hot, vae=fp16_vae), args.repeats)
+
+    detailer_cls = host.node_class("PrecisionSafeDetailer").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    detector = host.node_class("PrecisionSafeDetectorLoader").execute(model_name="bbox/tiny_shapes_bbox.pt").args[0]
+    clip_encode = nodes.CLIPTextEncode()
+    pos, neg = clip_encode.encode(ckpt[1], "a shape")[0], clip_encode.encode(ckpt[1], "")[0]
+    image = torch.full((1, 128, 128, 3), 0.3)
+    for x, y in ((10, 10), (80, 12), (12, 84), (86, 86)):  # four squares of one size: four regions of one size
+        image[0, y:y + 24, x:x + 24] = torch.tensor([0.9, 0.2, 0.2])
+    kw = dict(image=image, model=ckpt[0], positive=pos, negative=neg, vae=vae, detector=detector, threshold=0.5,
+              dilation=0, crop_factor=1.5, guide_size=64, max_size=64, drop_size=4, min_area_ratio=0.0,
+              max_area_ratio=1.0, top_k=0, sort_by="left-right", feather=2, noise_mask=True, denoise=0.5, steps=4,
+              cfg=2.0, sampler_name="euler", scheduler="normal", seed=1, cycles=1)
+    notes = detailer_cls.execute(**kw, max_batch=0).ui["precision_safe"][0]["notes"]
+    assert notes == ["batch 1/1: 4 region(s) at 64x64"], notes
+    compare("Detailer, 4 same-size regions, 4 steps", "one by one", lambda: detailer_cls.execute(**kw, max_batch=1),
+            "batched", lambda: detailer_cls.execute(**kw, max_batch=0), max(3, args.repeats // 3), goal=0.8)
 
 
 if __name__ == "__main__":
