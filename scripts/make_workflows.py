@@ -78,6 +78,15 @@ def _txt2img(w, size, batch=1, prompt="a red square on a blue background"):
     return ckpt, ks
 
 
+def _checkpoint_through_policy(w, **choices):
+    """CheckpointLoaderSimple whose MODEL, CLIP and VAE all pass through a PrecisionPolicy."""
+    ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
+    policy = w.add("PrecisionSafePolicy", 1, 0, **choices)
+    for slot, name in ((0, "model"), (1, "clip"), (2, "vae")):
+        w.link(ckpt, slot, policy, name)
+    return policy
+
+
 def _save(w, image_src, col, row, prefix, scale_to=None):
     if scale_to:
         up = w.add("ImageScale", col, row, upscale_method="nearest-exact", width=scale_to, height=scale_to,
@@ -115,10 +124,7 @@ def black_image_rescue(info):
 def policy_tour(info):
     """PrecisionPolicy feeding txt2img, with DtypeInspect at each stage."""
     w = Workflow(info)
-    ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
-    policy = w.add("PrecisionSafePolicy", 1, 0, unet_dtype="bf16", vae_dtype="bf16")
-    for slot, name in ((0, "model"), (1, "clip"), (2, "vae")):
-        w.link(ckpt, slot, policy, name)
+    policy = _checkpoint_through_policy(w, unet_dtype="bf16", vae_dtype="bf16")
     insp_model = w.add("PrecisionSafeDtypeInspect", 2, 0, title="Inspect MODEL")
     w.link(policy, 1, insp_model, "value")
     w.link(policy, 0, insp_model, "context")
@@ -152,10 +158,7 @@ def policy_tour(info):
 def detailer(info):
     """LoadImage -> Detailer (detector + SAM + PrecisionPolicy) -> SaveImage, with the mask saved beside it."""
     w = Workflow(info)
-    ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
-    policy = w.add("PrecisionSafePolicy", 1, 0, detector_dtype="auto", sam_dtype="auto")
-    for slot, name in ((0, "model"), (1, "clip"), (2, "vae")):
-        w.link(ckpt, slot, policy, name)
+    policy = _checkpoint_through_policy(w)
     pos = w.add("CLIPTextEncode", 2, 0, text="a shiny geometric shape")
     neg = w.add("CLIPTextEncode", 2, 5, text="")
     for n in (pos, neg):
