@@ -93,12 +93,10 @@ def main():
     import_pack()
     sys.path.insert(0, os.path.abspath(args.comfy))
     import torch
-    import comfy.model_management as mm
     import comfy.sd
     import comfy.utils
 
     from precision_safe.nodes.host import fp16_verdict as fv
-    from precision_safe.nodes.host.attach import vae_at_dtype
     from precision_safe.nodes.host.vae_decode import safe_decode
     from precision_safe.nodes.precision import fp16_probe
     from precision_safe.nodes.precision.context import PrecisionContext

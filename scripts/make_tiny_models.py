@@ -18,7 +18,6 @@ OVERFLOW_GAIN = 1e5
 
 def reset_init(module):
     """ComfyUI's ops skip weight init (weights come from files); give every layer torch's default init."""
-    import torch
     for m in module.modules():
         for cls in type(m).__mro__:
             if cls.__module__.startswith("torch.nn") and "reset_parameters" in cls.__dict__:

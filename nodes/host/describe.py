@@ -9,7 +9,7 @@ import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.stats import format_stats, tensor_stats
-from .attach import attached_context, model_compute_dtype
+from .attach import model_compute_dtype
 
 
 def _model_rows(model):
@@ -88,5 +88,3 @@ def report_text(rows, flagged: list[str], ctx_source: str) -> str:
     lines += [f"MISMATCH {f}" for f in flagged] or ["agrees with the context"]
     return "\n".join(lines)
 
-
-__all__ = ["describe", "flags", "report_text", "attached_context"]

@@ -53,7 +53,6 @@ def test_shapes_are_found_masked_and_outside_pixels_unchanged(comfy, seed):
     assert out.shape == src.shape and out.dtype == torch.float32 and torch.isfinite(out).all()
     outside = mask[0] == 0
     assert torch.equal(out[0][outside], src[0][outside]), "pixels outside the masks changed"
-    print(r.ui(d.id)["text"][0])
     covered = [(mask[0][torch.from_numpy(m)] > 0).float().mean().item() for m in scene.masks]
     assert sum(c >= 0.9 for c in covered) / len(covered) >= 0.9, covered  # recall: shapes found and covered
     assert not torch.equal(out, src)  # something was re-sampled
@@ -124,7 +123,7 @@ def test_segm_masks_border_regions_and_image_batches(comfy):
     batch = g.node("ImageBatch", image1=loads[0].out(0), image2=loads[1].out(0))
     batch = g.node("ImageBatch", image1=batch.out(0), image2=loads[2].out(0))
     d = detailer(g, batch.out(0), ckpt, detector="segm/tiny_shapes_seg.pt", sam=False)
-    r = _run(comfy, g, d)
+    _run(comfy, g, d)
     src, out, mask = comfy.output(batch.id), comfy.output(d.id, 0), comfy.output(d.id, 1)
     assert out.shape == (3, 128, 128, 3)
     for i in range(3):

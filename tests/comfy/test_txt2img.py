@@ -2,7 +2,7 @@
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 
-from graphs import policy, txt2img
+from graphs import txt2img
 
 
 def _finite_nonblack(img):

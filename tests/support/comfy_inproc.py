@@ -1,7 +1,6 @@
 """ComfyUI's real executor, in this process: boot once, then run API-format prompts and collect what happened."""
 import asyncio
 import dataclasses
-import os
 import sys
 import uuid
 
