@@ -11,6 +11,7 @@ from .detailer import regions as R
 from .detect.sam import refine_boxes
 from .detect.yolo import detect
 from .host.attach import find_context, model_with_policy
+from .host.checks import check_image
 from .host.node_report import recording
 from .host.region_sampling import SamplingOptions, resample
 from .precision.conform import conform
@@ -109,6 +110,7 @@ class Detailer(io.ComfyNode):
             ctx, record.context_source = find_context(context, model, vae)
             device = mm.get_torch_device()
             work = conform(image, "intermediate", ctx, image.device, record=record, input_name="image")
+            check_image(record, work, ctx)
             out_dtype = work.dtype
             work = work.float().cpu()  # crop/scale/paste math in fp32 on the CPU; models get their own casts
             regions = cls._find_regions(work, detector, sam, ctx, device, record, threshold=threshold,

@@ -25,3 +25,14 @@ def check_latent(node: str, samples, latent_channels: int) -> torch.Tensor:
             "run the model at a wider dtype (PrecisionPolicy unet_dtype bf16/fp32) or check the sampler settings.",
             "samples")
     return samples
+
+
+def check_image(record, image: torch.Tensor, ctx) -> None:
+    """An IMAGE that arrives non-finite was broken upstream: say so (error mode raises, else a warning)."""
+    bad = nonfinite_items(image)
+    if not bad:
+        return
+    problem = f"the IMAGE is already non-finite (NaN/Inf) in batch items {bad}: the node upstream produced it."
+    if ctx.on_nonfinite == "error":
+        raise PrecisionError(record.node, problem, "fix the upstream node (e.g. decode with SafeVAEDecode).", "image")
+    record.warnings.append(problem + " Those pixels pass through as they are.")

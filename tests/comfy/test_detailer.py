@@ -156,3 +156,17 @@ def test_policy_dtypes_reach_every_sub_step(comfy):
     assert ran["detector"] == "bf16 · cpu" and ran["unet"] == "bf16 · cpu" and ran["vae"] == "bf16 · cpu"
     assert ran["sam"] == "bf16 encoder, fp32 prompt/decoder · cpu"
     assert torch.isfinite(comfy.output(d.id, 0)).all()
+
+
+def test_nonfinite_image_input_is_blamed_upstream(comfy):
+    scene = make_scenes(3, 1, n_min=1, n_max=1)[0]
+    name = _save_input("ps_nan_in.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    poisoned = g.node("PSTest_PoisonImage", image=_load(g, name).out(0), items="0")
+    p = policy(g, on_nonfinite="error")
+    d = detailer(g, poisoned.out(0), ckpt, context=p.out(0))
+    g.node("PreviewImage", images=d.out(0))
+    r = comfy.run(g.finalize())
+    assert not r.success and r.error["node_id"] == d.id
+    assert "already non-finite" in r.error["exception_message"] and "upstream" in r.error["exception_message"]
