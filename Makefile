@@ -6,7 +6,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(CURDIR)/.host/yolo_config
 export MPLCONFIGDIR := $(CURDIR)/.host/mplconfig
 
-.PHONY: host models demo test test-unit bench bench-gpu workflows clean-out
+.PHONY: host models demo test test-unit bench bench-gpu soak workflows clean-out
 
 host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
 .host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt
@@ -31,6 +31,10 @@ bench: models
 # On a CUDA machine with this host; on the lent GPU machine use `bash scripts/gpu_run.sh` (see BENCHMARKS.md).
 bench-gpu: models
 	$(PY) scripts/bench_gpu.py --comfy $(COMFY) --detailer
+
+# 200 prompts over the HTTP API: expected outcomes, same prompt -> same image, resident memory flat (issue 6).
+soak: models
+	$(PY) scripts/soak.py --comfy $(COMFY)
 
 workflows: host
 	$(PY) scripts/make_workflows.py

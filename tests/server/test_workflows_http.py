@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from comfy_client import ui_to_api
+from graphs import ERROR_MODE_PROMPT
 from host_paths import ROOT
 
 WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
@@ -59,17 +60,7 @@ def test_black_image_rescue_tells_what_it_did(server):
 
 
 def test_mismatch_in_error_mode_lands_on_the_node_over_http(server):
-    prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
-        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
-        "3": {"class_type": "PSTest_CastLatent", "inputs": {"samples": ["2", 0], "dtype": "bf16"}},
-        "4": {"class_type": "PrecisionSafePolicy", "inputs": {
-            "unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
-            "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "error", "on_nonfinite": "retry"}},
-        "5": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2],
-                                                               "context": ["4", 0]}},
-        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
-    }
+    prompt = ERROR_MODE_PROMPT
     run = server.run(prompt)
     assert not run.success
     assert run.error["node_id"] == "5"

@@ -47,3 +47,17 @@ def detailer(g, image, ckpt, detector="bbox/tiny_shapes_bbox.pt", sam=True, **ov
         kw["sam"] = g.node("PrecisionSafeSAMLoader", model_name="tiny_sam_shapes.pth").out(0)
     kw.update(over)
     return g.node("PrecisionSafeDetailer", **kw)
+
+
+# An API prompt that must stop on node "5" (SafeVAEDecode): a bf16 LATENT under a policy with on_mismatch=error.
+ERROR_MODE_PROMPT = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+    "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
+    "3": {"class_type": "PSTest_CastLatent", "inputs": {"samples": ["2", 0], "dtype": "bf16"}},
+    "4": {"class_type": "PrecisionSafePolicy", "inputs": {
+        "unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
+        "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "error", "on_nonfinite": "retry"}},
+    "5": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2],
+                                                           "context": ["4", 0]}},
+    "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+}
