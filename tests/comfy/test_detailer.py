@@ -170,3 +170,22 @@ def test_nonfinite_image_input_is_blamed_upstream(comfy):
     r = comfy.run(g.finalize())
     assert not r.success and r.error["node_id"] == d.id
     assert "already non-finite" in r.error["exception_message"] and "upstream" in r.error["exception_message"]
+
+
+def test_region_prompts_split_batches_and_need_a_clip(comfy):
+    img, _ = _equal_squares_scene()
+    name = _save_input("ps_four_squares.png", img)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    d = detailer(g, _load(g, name).out(0), ckpt, sam=False, dilation=0, region_prompts="a red square\n\nblue",
+                 clip=ckpt.out(1))
+    r = _run(comfy, g, d)
+    notes = r.ui(d.id)["precision_safe"][0]["notes"]
+    assert notes == ["batch 1/3: 1 region(s) at 64x64", "batch 2/3: 2 region(s) at 64x64",
+                     "batch 3/3: 1 region(s) at 64x64"]
+    g2 = GraphBuilder()
+    ckpt2 = g2.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    d2 = detailer(g2, _load(g2, name).out(0), ckpt2, sam=False, region_prompts="a red square")
+    g2.node("PreviewImage", images=d2.out(0))
+    r2 = comfy.run(g2.finalize())
+    assert not r2.success and r2.error["node_id"] == d2.id and "no CLIP is connected" in r2.error["exception_message"]
