@@ -4,9 +4,10 @@ The probe (nodes/precision/fp16_probe.py) decodes a fixed small latent with the 
 vae_at_dtype keeps anyway), reading activation peaks. Verdicts are cached by a hash of the source VAE's weights,
 so one VAE loaded by several nodes, or loaded again, is probed once per process.
 
-Use: `auto_vae_dtype(vae, ctx)` where a decode/encode picks its dtype, or `vae_fp16_safe(vae, ctx)` as the
-`fp16_safe` argument of safe_decode / vae_with_policy. On GPUs with bf16 no probe runs (auto is bf16 there:
-same range as fp32); on GPUs without bf16 a VAE probed safe decodes in fp16, one not safe in fp32.
+Use: `vae_fp16_safe(vae, ctx)` where a decode/encode/policy copy picks its dtype (safe_decode, region_sampling,
+PrecisionPolicy), or `auto_vae_dtype(vae, ctx)` for the dtype and the verdict together. On GPUs with bf16 no
+probe runs (auto is bf16 there: same range as fp32); on GPUs without bf16 a VAE probed safe decodes in fp16, one
+not safe in fp32.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def _needs_verdict(ctx: PrecisionContext, device: torch.device) -> bool:
 
 
 def vae_fp16_safe(vae, ctx: PrecisionContext) -> bool:
-    """For safe_decode's `fp16_safe`: True only when the verdict matters and says fp16 is safe."""
+    """True only when the verdict matters (auto on CUDA without bf16) and says fp16 is safe."""
     device = torch.device(vae.device)
     if not _needs_verdict(ctx, device):
         return False

@@ -57,11 +57,11 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
 
 
 def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord,
-                fp16_safe: bool = False, step: str = "") -> torch.Tensor:
+                step: str = "") -> torch.Tensor:
     """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
 
     A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
-    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe or vae_fp16_safe(vae, ctx))
+    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=vae_fp16_safe(vae, ctx))
     record.ran_at("vae", dtype_name(dtype), torch.device(vae.device).type)
     where = f"{record.node} / {step}" if step else record.node
 

@@ -90,6 +90,5 @@ def test_auto_without_bf16_follows_the_verdict(overflow_vae, checkpoint, monkeyp
     assert dtype == torch.float16 and verdict.safe
     assert fv.vae_fp16_safe(checkpoint[2], DEFAULT) and not fv.vae_fp16_safe(overflow_vae, DEFAULT)
     record = PrecisionRecord("SafeVAEDecode")
-    out = safe_decode(checkpoint[2], torch.zeros(1, 4, 8, 8), DEFAULT, record,
-                      fp16_safe=fv.vae_fp16_safe(checkpoint[2], DEFAULT))
+    out = safe_decode(checkpoint[2], torch.zeros(1, 4, 8, 8), DEFAULT, record)  # consults the verdict itself
     assert record.ran["vae"] == "fp16 · cuda" and torch.isfinite(out).all()
