@@ -14,8 +14,8 @@ from .host.attach import find_context, model_with_policy
 from .host.checks import check_image
 from .host.node_report import recording
 from .host.region_sampling import SamplingOptions, resample
+from .host.resolver import resolution
 from .precision.conform import conform
-from .precision.context import dtype_name
 from .precision.diagnose import explain_dtype_errors
 from .precision.errors import PrecisionError
 from .types import CATEGORY, DetectorType, PrecisionContextType, SamType
@@ -109,7 +109,8 @@ class Detailer(io.ComfyNode):
         with recording("Detailer", cls.hidden.unique_id) as record:
             ctx, record.context_source = find_context(context, model, vae)
             device = mm.get_torch_device()
-            work = conform(image, "intermediate", ctx, image.device, record=record, input_name="image")
+            work = conform(image, resolution(ctx, "intermediate"), ctx.on_mismatch, image.device, record=record,
+                           input_name="image")
             check_image(record, work, ctx)
             out_dtype = work.dtype
             work = work.float().cpu()  # crop/scale/paste math in fp32 on the CPU; models get their own casts
@@ -122,7 +123,7 @@ class Detailer(io.ComfyNode):
                 raise PrecisionError(record.node, "region_prompts is set but no CLIP is connected.",
                                      "connect the clip input, or clear region_prompts.", "clip")
             opts = SamplingOptions(steps, cfg, sampler_name, scheduler, denoise, noise_mask)
-            sampler_model = model_with_policy(model, ctx)  # a clone: the shared MODEL is not touched
+            sampler_model, _ = model_with_policy(model, ctx)  # a clone: the shared MODEL is not touched
             result, mask_out, before, after = cls._detail(work, regions, prompts, sampler_model, positive,
                                                           negative, vae, clip, opts, seed, cycles, feather,
                                                           max_batch, ctx, record)
@@ -132,8 +133,9 @@ class Detailer(io.ComfyNode):
 
     @staticmethod
     def _find_regions(work, detector, sam, ctx, device, record, **sel) -> list[R.Region]:
-        det_dtype = ctx.dtype_for("detector", device)
-        record.ran_at("detector", dtype_name(det_dtype), device.type)
+        det = resolution(ctx, "detector", device=device)
+        det_dtype = det.dtype
+        record.ran_at("detector", det.name, det.device)
         with explain_dtype_errors(f"{record.node} / detect", modules={"detector": detector.model.model},
                                   inputs={"image": work}):
             dets = detect(detector.model, work, dtype=det_dtype, device=device, conf=sel["threshold"],
@@ -147,8 +149,9 @@ class Detailer(io.ComfyNode):
                 continue
             masks = d.masks[keep] if d.masks is not None else None
             if sam is not None:
-                sam_dtype = ctx.dtype_for("sam", device)
-                record.ran_at("sam", f"{dtype_name(sam_dtype)} encoder, fp32 prompt/decoder", device.type)
+                sam_want = resolution(ctx, "sam", device=device)
+                sam_dtype = sam_want.dtype
+                record.ran_at("sam", f"{sam_want.name} encoder, fp32 prompt/decoder", sam_want.device)
                 with explain_dtype_errors(f"{record.node} / sam", modules={"sam": sam.model},
                                           inputs={"image": work}):
                     masks = refine_boxes(sam.model, work[b], d.boxes[keep], dtype=sam_dtype, device=device)

@@ -48,5 +48,5 @@ class DtypeInspect(io.ComfyNode):
                                  "fix the upstream node, change the PrecisionPolicy roles, or turn strict off.",
                                  "value")
         payload = {"text": [text], "precision_safe": [{**record.to_dict(), "inspect": [
-            {"label": label, "role": role, **info} for label, info, role in rows], "flags": flagged}]}
+            {"label": row.label, "role": row.role, **row.info} for row in rows], "flags": flagged}]}
         return io.NodeOutput(value, text, ui=payload)

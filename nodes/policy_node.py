@@ -1,23 +1,26 @@
 """PrecisionPolicy: make the precision context and apply it to MODEL / CLIP / VAE clones."""
 from __future__ import annotations
 
-import comfy.model_management as mm
 from comfy_api.latest import io
 
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
-from .host.fp16_verdict import vae_fp16_safe
 from .host.node_report import recording, ui_payload
-from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, PrecisionContext, dtype_name
+from .host.resolver import describe_table, table
+from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
 from .types import CATEGORY, PrecisionContextType
 
 _ROLE_TIPS = {
-    "unet": "Compute dtype of the diffusion model (KSampler). auto: fp32 on CPU, bf16 on GPUs that support it.",
-    "vae": "Compute dtype of VAE decode/encode. auto never picks fp16 for a VAE not known to be fp16-safe.",
-    "text_encoder": "Expected dtype of the text encoder (ComfyUI's CLIP encoders choose their own compute "
-                    "dtype; DtypeInspect flags a disagreement).",
-    "detector": "Compute dtype of detection models (ultralytics YOLO) in the Detailer.",
-    "sam": "Compute dtype of the SAM image encoder (its prompt encoder/mask decoder always stay fp32).",
-    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: fp32 (ComfyUI's convention).",
+    "unet": "Compute dtype of the diffusion model (KSampler). auto: what ComfyUI chose for the connected MODEL (no "
+            "cost). Another dtype converts the weights once (a copy, its size shown on the node): no per-step cast.",
+    "vae": "Dtype of VAE decode/encode. auto: what ComfyUI chose for the VAE, except fp16 for a VAE probed to "
+           "overflow in fp16 (then bf16, or fp32 on GPUs without bf16).",
+    "text_encoder": "Dtype the text encoder's weights are held in (what ComfyUI's --*-text-enc flags set). auto: "
+                    "ComfyUI's choice. Another dtype converts the CLIP's weights once; Dtype Inspect checks it.",
+    "detector": "Compute dtype of detection models (ultralytics YOLO) in the Detailer. auto: fp32 on CPU, bf16 on "
+                "GPUs that have it, else fp16.",
+    "sam": "Compute dtype of the SAM image encoder (its prompt encoder/mask decoder always stay fp32). auto: as "
+           "detector.",
+    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: ComfyUI's (fp32).",
 }
 
 
@@ -63,15 +66,18 @@ class PrecisionPolicy(io.ComfyNode):
             ctx = PrecisionContext(unet=unet_dtype, vae=vae_dtype, text_encoder=text_encoder_dtype,
                                    detector=detector_dtype, sam=sam_dtype, intermediate=intermediate_dtype,
                                    on_mismatch=on_mismatch, on_nonfinite=on_nonfinite)
-            device = mm.get_torch_device()
-            new_model = model_with_policy(model, ctx) if model is not None else None
-            new_clip = clip_with_policy(clip, ctx) if clip is not None else None
-            new_vae = vae_with_policy(vae, ctx, fp16_safe=vae_fp16_safe(vae, ctx)) if vae is not None else None
-            for role in ("unet", "vae", "text_encoder", "detector", "sam", "intermediate"):
-                record.ran_at(role, dtype_name(ctx.dtype_for(role, device)), device.type)
-            if new_model is not None:
-                record.notes.append("MODEL cloned with the policy")
-            if new_vae is not None:
-                record.notes.append(f"VAE copy decodes at {dtype_name(new_vae.vae_dtype)}")
+            resolved = dict(zip(ROLES, table(ctx, {"unet": model, "text_encoder": clip, "vae": vae})))
+            for role, want in resolved.items():
+                record.ran_at(role, want.name, want.device)
+            new_model = new_clip = new_vae = None
+            if model is not None:
+                new_model, note = model_with_policy(model, ctx, resolved["unet"])
+                record.notes.append(note)
+            if clip is not None:
+                new_clip, note = clip_with_policy(clip, ctx, resolved["text_encoder"])
+                record.notes.append(note)
+            if vae is not None:
+                new_vae, note = vae_with_policy(vae, ctx, resolved["vae"])
+                record.notes.append(note)
         return io.NodeOutput(ctx, new_model, new_clip, new_vae,
-                             ui=ui_payload(record, ctx.describe(device)))
+                             ui=ui_payload(record, describe_table(list(resolved.values()))))

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from .host.attach import find_context
 from .host.checks import check_latent
 from .host.node_report import recording, ui_payload
+from .host.resolver import resolution
 from .host.vae_decode import safe_decode
 from .precision.conform import conform
 from .types import CATEGORY, PrecisionContextType
@@ -38,7 +39,8 @@ class SafeVAEDecode(io.ComfyNode):
             ctx, record.context_source = find_context(context, vae)
             latent = check_latent(record.node, samples.get("samples") if isinstance(samples, dict) else None,
                                   vae.latent_channels)
-            latent = conform(latent, "intermediate", ctx, latent.device, record=record, input_name="samples")
+            between = resolution(ctx, "intermediate")
+            latent = conform(latent, between, ctx.on_mismatch, latent.device, record=record, input_name="samples")
             images = safe_decode(vae, latent, ctx, record)
-            images = images.to(ctx.dtype_for("intermediate", images.device))  # our own output: no mismatch
+            images = images.to(between.dtype)  # our own output: no mismatch
         return io.NodeOutput(images, ui=ui_payload(record))

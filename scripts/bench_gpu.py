@@ -195,7 +195,7 @@ def main():
         from precision_safe.nodes.precision.context import DEFAULT
         model, clip, cvae, _ = comfy.sd.load_checkpoint_guess_config(
             os.path.join(models, "checkpoints", "tiny_sd15.safetensors"), output_vae=True, output_clip=True)
-        m = model_with_policy(model, DEFAULT)
+        m, _ = model_with_policy(model, DEFAULT)
         pos = clip.encode_from_tokens_scheduled(clip.tokenize("a shape"))
         neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
         opts = SamplingOptions(steps=4, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=0.5, noise_mask=True)

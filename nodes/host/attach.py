@@ -6,6 +6,7 @@ MODEL and CLIP are patched through `clone()`, a VAE is shallow-copied with its o
 from __future__ import annotations
 
 import copy
+import threading
 import weakref
 from typing import Optional
 
@@ -13,7 +14,10 @@ import torch
 
 import comfy.model_patcher
 
-from ..precision.context import PrecisionContext, pick
+from ..precision.casting import cast_module_copy
+from ..precision.context import PrecisionContext, dtype_name, pick
+from ..precision.resolve import Resolution
+from .resolver import is_storage_only, resolution
 
 KEY = "precision_safe_context"  # in ModelPatcher.model_options (survives further clones) / on our VAE copies
 
@@ -27,51 +31,117 @@ def attached_context(obj) -> Optional[PrecisionContext]:
     return ctx if ctx is not None else getattr(obj, KEY, None)
 
 
-def model_compute_dtype(model) -> torch.dtype:
-    """What a MODEL computes in, read from attributes (never from its weights).
+# Weight copies at another dtype, per source module (weakly: a copy never keeps its source alive) and dtype, so a
+# second policy node or a later run costs no new copy.
+_MODULE_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COPY_LOCK = threading.Lock()
+_RESET_ON_COPY = {"model_loaded_weight_memory": 0, "lowvram_patch_counter": 0, "model_lowvram": False,
+                  "current_weight_patches_uuid": None, "model_offload_buffer_memory": 0}
 
-    While another clone is loaded, its object patches sit on the shared model and the originals wait in
-    `object_patches_backup`: read this clone's own value, not whichever clone was loaded last."""
-    key = "manual_cast_dtype"
-    if key in model.object_patches:
-        manual = model.object_patches[key]
-    elif key in getattr(model, "object_patches_backup", {}):
-        manual = model.object_patches_backup[key]
+
+def _fresh(module: torch.nn.Module, device) -> None:
+    """Forget ComfyUI's load state that a deep copy carried over from its source (the copy starts unloaded)."""
+    for m in module.modules():
+        if hasattr(m, "comfy_cast_weights"):
+            comfy.model_patcher.wipe_lowvram_weight(m)
+        m.__dict__.pop("comfy_patched_weights", None)
+    for k, v in _RESET_ON_COPY.items():
+        if hasattr(module, k):
+            setattr(module, k, v)
+    if hasattr(module, "current_patcher"):
+        module.current_patcher = None
+    module.device = device
+
+
+def module_at_dtype(source: torch.nn.Module, dtype: torch.dtype, device, originals=None, prefix: str = ""):
+    """A copy of `source` on `device`, in ComfyUI's unloaded state, whose weights under `prefix` that are at the
+    module's storage dtype(s) are at `dtype` (tensors ComfyUI keeps in fp32 on purpose, e.g. a CLIP's logit scale or
+    a model's sigma table, stay as they are), made once per source module and dtype.
+    Returns (copy, whether it was made now)."""
+    key = (dtype, prefix)
+    with _COPY_LOCK:
+        made = _MODULE_COPIES.get(source, {}).get(key)
+        if made is not None:
+            return made, False
+        owners = [v for m in source.modules() for v in m.__dict__.values()
+                  if isinstance(v, comfy.model_patcher.ModelPatcher)]
+        under = [t for n, t in source.named_parameters() if n.startswith(prefix) and t.is_floating_point()]
+        stored = {t.dtype for t in under} - ({torch.float32} if len({t.dtype for t in under}) > 1 else set())
+        made = cast_module_copy(source, dtype, device=device, originals=originals, keep=owners,
+                                select=lambda name, t: name.startswith(prefix) and t.dtype in stored)
+        _fresh(made, device)
+        if hasattr(made, "manual_cast_dtype"):
+            made.manual_cast_dtype = None  # the weights are at the compute dtype now
+        _MODULE_COPIES.setdefault(source, {})[key] = made
+        return made, True
+
+
+def patcher_at_dtype(patcher, dtype: torch.dtype, prefix: str = ""):
+    """A clone of `patcher` whose model is a copy with the float weights under `prefix` at `dtype`.
+
+    ComfyUI then loads, patches (LoRA merges land in `dtype`) and computes it like a model loaded at that dtype: no
+    per-layer cast at every step. The copy is made once per source model and dtype, from the weights as loaded
+    (clones' in-place weight patches are read from their backups), on the offload device; the source is untouched.
+    Returns (clone, bytes of the copy, whether it was made now).
+    """
+    originals = {k: b.weight for k, b in getattr(patcher, "backup", {}).items()}
+    made, fresh = module_at_dtype(patcher.model, dtype, patcher.offload_device, originals, prefix)
+    clone = patcher.clone()
+    clone.model = made
+    clone.backup, clone.object_patches_backup, clone.pinned = {}, {}, set()
+    clone.object_patches.pop("manual_cast_dtype", None)
+    clone.force_cast_weights = False
+    clone.size = 0
+    return clone, clone.model_size(), fresh
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.0f} MiB"
+
+
+def model_with_policy(model, ctx: PrecisionContext, want: Optional[Resolution] = None):
+    """A MODEL clone running at the resolved unet dtype with the context attached, and a note on what it costs.
+
+    Same dtype as ComfyUI's: a plain clone (same weights, same patches: ComfyUI switches between it and the input
+    MODEL without re-loading). Another dtype: a copy of the weights at that dtype, made once; for storage-only
+    formats (fp8) ComfyUI's own per-layer compute switch instead, as ComfyUI itself runs fp8 weights.
+    """
+    want = want or resolution(ctx, "unet", model)
+    if not want.differs_from_comfy:
+        clone = model.clone()
+        note = f"MODEL clone computes {want.name} as ComfyUI chose: shares weights and patches, no cost"
+    elif is_storage_only(model.model_dtype()) or model.model_dtype() == want.dtype:
+        clone = model.clone()
+        clone.set_model_compute_dtype(want.dtype)
+        stored = dtype_name(model.model_dtype())
+        how = (f"from {stored} weights cast per layer, as ComfyUI runs {stored}" if want.dtype != model.model_dtype()
+               else f"at its {stored} weights' own dtype")
+        note = (f"MODEL clone computes {want.name} {how} (ComfyUI's per-clone switch): a prompt that also runs the "
+                "input MODEL re-loads the weights at each switch")
     else:
-        manual = getattr(model.model, key, None)
-    return manual if manual is not None else model.model_dtype()
-
-
-def model_with_policy(model, ctx: PrecisionContext):
-    """A MODEL clone computing at the context's unet dtype, with the context attached."""
-    clone = model.clone()
+        clone, size, fresh = patcher_at_dtype(model, want.dtype, prefix="diffusion_model.")
+        note = (f"MODEL weights converted once to {want.name} ({_mib(size)} copy, kept while the input model lives"
+                f"{'; made now' if fresh else '; reused'}): no per-step cast")
     clone.model_options[KEY] = ctx
-    dtype = ctx.dtype_for("unet", model.load_device)
-    if model_compute_dtype(model) != dtype:
-        # Core's own per-clone switch: weights are cast on the fly in the layers, the shared model is untouched.
-        clone.set_model_compute_dtype(dtype)
-    return clone
+    return clone, note
 
 
-def clip_with_policy(clip, ctx: PrecisionContext):
-    """A CLIP clone with the context attached (ComfyUI's text encoders pick their own compute dtype)."""
+def clip_with_policy(clip, ctx: PrecisionContext, want: Optional[Resolution] = None):
+    """A CLIP clone holding its text encoder at the resolved text_encoder dtype, with the context attached."""
+    want = want or resolution(ctx, "text_encoder", clip)
     clone = clip.clone()
+    if want.differs_from_comfy:
+        clone.patcher, size, fresh = patcher_at_dtype(clip.patcher, want.dtype)
+        clone.cond_stage_model = clone.patcher.model
+        for m in clone.cond_stage_model.modules():
+            if isinstance(getattr(m, "dtypes", None), set):
+                m.dtypes = {want.dtype}
+        note = (f"CLIP text encoder converted once to {want.name} ({_mib(size)} copy"
+                f"{', made now' if fresh else ', reused'})")
+    else:
+        note = f"CLIP clone keeps {want.name} as ComfyUI chose: no cost"
     clone.patcher.model_options[KEY] = ctx
-    return clone
-
-
-def cast_module_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A deep copy of `module` with float parameters/buffers at `dtype`, copying each tensor only once."""
-    memo = {}
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.is_floating_point() and id(t) not in memo:
-            cast = t.detach().to(dtype)
-            memo[id(t)] = torch.nn.Parameter(cast, requires_grad=False) if isinstance(t, torch.nn.Parameter) else cast
-    new = copy.deepcopy(module, memo)
-    for m in new.modules():  # some modules cache their dtype as a plain attribute
-        if isinstance(m.__dict__.get("dtype"), torch.dtype) and m.__dict__["dtype"].is_floating_point:
-            m.dtype = dtype
-    return new
+    return clone, note
 
 
 # Cast copies per source VAE, reused while that VAE lives (a retry or a second policy node costs no new copy).
@@ -93,7 +163,7 @@ def _cast_copy(vae, dtype: torch.dtype):
     copies = _CAST_COPIES.setdefault(source, {})
     if dtype not in copies:
         new = copy.copy(source)
-        new.first_stage_model = cast_module_copy(source.first_stage_model, dtype)
+        new.first_stage_model, _ = module_at_dtype(source.first_stage_model, dtype, source.patcher.offload_device)
         new.patcher = comfy.model_patcher.ModelPatcher(
             new.first_stage_model, load_device=source.patcher.load_device, offload_device=source.patcher.offload_device)
         new.vae_dtype = dtype
@@ -114,9 +184,13 @@ def vae_at_dtype(vae, dtype: torch.dtype, ctx: Optional[PrecisionContext] = None
     return tagged
 
 
-def vae_with_policy(vae, ctx: PrecisionContext, fp16_safe: bool = False):
-    """A VAE copy decoding at the context's vae dtype, with the context attached."""
-    return vae_at_dtype(vae, ctx.dtype_for("vae", vae.device, vae_fp16_safe=fp16_safe), ctx)
+def vae_with_policy(vae, ctx: PrecisionContext, want: Optional[Resolution] = None):
+    """A VAE copy decoding at the resolved vae dtype, with the context attached (same weights when unchanged)."""
+    want = want or resolution(ctx, "vae", vae)
+    new = vae_at_dtype(vae, want.dtype, ctx)
+    if not want.differs_from_comfy:
+        return new, f"VAE copy decodes {want.name} as ComfyUI chose: same weights, no cost"
+    return new, f"VAE copy decodes at {want.name} ({want.reason}); its weights are a cached copy"
 
 
 def find_context(explicit: Optional[PrecisionContext], *objects) -> tuple[PrecisionContext, str]:

@@ -1,84 +1,105 @@
 """Describe any graph value (MODEL, CLIP, VAE, LATENT, IMAGE, MASK, CONDITIONING, tensors) for DtypeInspect.
 
 Model dtypes are read from attributes ComfyUI keeps, never by scanning weights, so this is flat in model size.
-Each description is a list of (label, info, role) rows; `role` says which context role the row is checked against.
+Each description is a list of rows; a row's `role` says which context role it is checked against, and the resolver
+says what that role resolves to for the row's object, so `auto` agrees with whatever ComfyUI chose.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
 
 import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.stats import format_stats, tensor_stats
-from .attach import model_compute_dtype
+from .resolver import model_compute_dtype, resolution, text_encoder_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str
+    info: dict  # what is shown (dtype/storage/compute, device, shape, statistics)
+    role: Optional[str] = None  # the context role it is checked against
+    obj: Any = None  # the MODEL / CLIP / VAE the role resolves for (None for tensors)
+    current: Optional[torch.dtype] = None  # the dtype it runs at / holds now
+
+
+def _tensor_row(label: str, kind: str, t: torch.Tensor) -> Row:
+    return Row(label, {"kind": kind, **tensor_stats(t)}, "intermediate", None, t.dtype)
 
 
 def _model_rows(model):
-    info = {"kind": "MODEL", "storage": dtype_name(model.model_dtype()),
-            "compute": dtype_name(model_compute_dtype(model)), "device": str(model.load_device)}
-    return [("model", info, "unet")]
+    compute = model_compute_dtype(model)
+    info = {"kind": "MODEL", "storage": dtype_name(model.model_dtype()), "compute": dtype_name(compute),
+            "device": str(model.load_device)}
+    return [Row("model", info, "unet", model, compute)]
 
 
 def _clip_rows(clip):
     dtypes = sorted(dtype_name(d) for d in getattr(clip.cond_stage_model, "dtypes", set()) or [])
-    info = {"kind": "CLIP", "storage": ",".join(dtypes) or "unknown", "device": str(clip.patcher.load_device)}
-    return [("clip", info, None)]
+    held = text_encoder_dtype(clip)
+    info = {"kind": "CLIP", "storage": ",".join(dtypes) or "unknown", "compute": dtype_name(held),
+            "device": str(clip.patcher.load_device)}
+    return [Row("clip", info, "text_encoder", clip, held)]
 
 
 def _vae_rows(vae):
     info = {"kind": "VAE", "storage": dtype_name(vae.vae_dtype), "compute": dtype_name(vae.vae_dtype),
             "device": str(vae.device)}
-    return [("vae", info, "vae")]
+    return [Row("vae", info, "vae", vae, vae.vae_dtype)]
 
 
-def describe(value) -> list[tuple[str, dict, str | None]]:
+def describe(value) -> list[Row]:
     """Rows describing `value`; tensors get full statistics, models only cheap attributes."""
     if isinstance(value, torch.Tensor):
         kind = "IMAGE" if value.ndim == 4 and value.shape[-1] in (1, 3, 4) else \
                "MASK" if value.ndim in (2, 3) else "tensor"
-        return [(kind.lower(), {"kind": kind, **tensor_stats(value)}, "intermediate")]
+        return [_tensor_row(kind.lower(), kind, value)]
     if isinstance(value, dict) and isinstance(value.get("samples"), torch.Tensor):
-        rows = [("latent", {"kind": "LATENT", **tensor_stats(value["samples"])}, "intermediate")]
+        rows = [_tensor_row("latent", "LATENT", value["samples"])]
         if isinstance(value.get("noise_mask"), torch.Tensor):
-            rows.append(("noise_mask", {"kind": "MASK", **tensor_stats(value["noise_mask"])}, "intermediate"))
+            rows.append(_tensor_row("noise_mask", "MASK", value["noise_mask"]))
         return rows
     if isinstance(value, list) and value and all(isinstance(c, (list, tuple)) and len(c) == 2 for c in value):
         rows = []
         for i, (cond, extra) in enumerate(value):
-            rows.append((f"cond[{i}]", {"kind": "CONDITIONING", **tensor_stats(cond)}, "intermediate"))
+            rows.append(_tensor_row(f"cond[{i}]", "CONDITIONING", cond))
             pooled = extra.get("pooled_output") if isinstance(extra, dict) else None
             if isinstance(pooled, torch.Tensor):
-                rows.append((f"cond[{i}].pooled", {"kind": "CONDITIONING", **tensor_stats(pooled)}, "intermediate"))
+                rows.append(_tensor_row(f"cond[{i}].pooled", "CONDITIONING", pooled))
         return rows
     if isinstance(value, PrecisionContext):
-        return [("context", {"kind": "PRECISION_CONTEXT", **value.to_dict()}, None)]
+        return [Row("context", {"kind": "PRECISION_CONTEXT", **value.to_dict()})]
     if hasattr(value, "model_options") and hasattr(value, "model"):
         return _model_rows(value)
     if hasattr(value, "cond_stage_model") and hasattr(value, "patcher"):
         return _clip_rows(value)
     if hasattr(value, "first_stage_model") and hasattr(value, "vae_dtype"):
         return _vae_rows(value)
-    return [("value", {"kind": type(value).__name__}, None)]
+    return [Row("value", {"kind": type(value).__name__})]
 
 
-def flags(rows, ctx: PrecisionContext) -> list[str]:
-    """What disagrees with the context: a dtype other than the role's, or NaN/Inf values."""
+def flags(rows: list[Row], ctx: PrecisionContext) -> list[str]:
+    """What disagrees with the context: a dtype other than what the role resolves to for it, or NaN/Inf values."""
     out = []
-    for label, info, role in rows:
+    for row in rows:
+        info = row.info
         if info.get("nan") or info.get("inf"):
-            out.append(f"{label} holds {info['nan']} NaN and {info['inf']} Inf values")
-        if role is None:
+            out.append(f"{row.label} holds {info['nan']} NaN and {info['inf']} Inf values")
+        if row.role is None or row.current is None:
             continue
-        device = torch.device(info["device"]) if "device" in info else torch.device("cpu")
-        expected = dtype_name(ctx.dtype_for(role, device))
-        found = info.get("compute", info.get("dtype"))
-        if found is not None and found != expected:
-            out.append(f"{label} is {found} but the context expects {expected} for role '{role}'")
+        want = resolution(ctx, row.role, row.obj, device=info.get("device") if row.obj is None else None)
+        if row.current != want.dtype:
+            out.append(f"{row.label} is {dtype_name(row.current)} but the context expects {want.name} for role "
+                       f"'{row.role}' ({want.reason})")
     return out
 
 
-def report_text(rows, flagged: list[str], ctx_source: str) -> str:
+def report_text(rows: list[Row], flagged: list[str], ctx_source: str) -> str:
     lines = []
-    for label, info, _ in rows:
+    for row in rows:
+        label, info = row.label, row.info
         if "dtype" in info:
             lines.append(f"{info['kind']} " + format_stats(label, info))
         else:

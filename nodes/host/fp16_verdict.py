@@ -4,10 +4,9 @@ The probe (nodes/precision/fp16_probe.py) decodes a fixed small latent with the 
 vae_at_dtype keeps anyway), reading activation peaks. Verdicts are cached by a hash of the source VAE's weights,
 so one VAE loaded by several nodes, or loaded again, is probed once per process.
 
-Use: `vae_fp16_safe(vae, ctx)` where a decode/encode/policy copy picks its dtype (safe_decode, region_sampling,
-PrecisionPolicy), or `auto_vae_dtype(vae, ctx)` for the dtype and the verdict together. On GPUs with bf16 no
-probe runs (auto is bf16 there: same range as fp32); on GPUs without bf16 a VAE probed safe decodes in fp16, one
-not safe in fp32.
+The resolver (nodes/host/resolver.py) asks for a verdict only when it matters: `auto` for a VAE ComfyUI chose fp16
+for (`--fp16-vae`, or a VAE whose working dtypes start with fp16). A VAE probed unsafe then decodes at bf16 where
+the device has it, else fp32; ComfyUI's default bf16/fp32 VAEs are never probed.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from typing import Optional
 
 import torch
 
-from ..precision.context import PrecisionContext, bf16_supported
 from ..precision.fp16_probe import DEFAULT_MARGIN, Fp16Verdict, VerdictCache, fingerprint, probe_fp16, probe_latent
 from .attach import vae_at_dtype, vae_source
 
@@ -59,27 +57,3 @@ def clear_caches() -> None:
     CACHE.clear()
     with _BY_MODEL_LOCK:
         _BY_MODEL.clear()
-
-
-def _needs_verdict(ctx: PrecisionContext, device: torch.device) -> bool:
-    """Only `auto` on a CUDA GPU without bf16 depends on the verdict."""
-    return ctx.choice("vae") == "auto" and device.type == "cuda" and not bf16_supported(device)
-
-
-def vae_fp16_safe(vae, ctx: PrecisionContext) -> bool:
-    """True only when the verdict matters (auto on CUDA without bf16) and says fp16 is safe."""
-    device = torch.device(vae.device)
-    if not _needs_verdict(ctx, device):
-        return False
-    verdict = vae_fp16_verdict(vae)
-    return bool(verdict is not None and verdict.safe)
-
-
-def auto_vae_dtype(vae, ctx: PrecisionContext) -> tuple[torch.dtype, Optional[Fp16Verdict]]:
-    """The dtype the context's vae choice resolves to for this VAE, and the verdict if one was consulted."""
-    device = torch.device(vae.device)
-    if not _needs_verdict(ctx, device):
-        return ctx.dtype_for("vae", device), None
-    verdict = vae_fp16_verdict(vae)
-    safe = bool(verdict is not None and verdict.safe)
-    return ctx.dtype_for("vae", device, vae_fp16_safe=safe), verdict

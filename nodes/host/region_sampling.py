@@ -12,12 +12,12 @@ import torch
 
 import comfy.sample
 
-from ..precision.context import PrecisionContext, dtype_name
+from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
 from .attach import vae_at_dtype
-from .fp16_verdict import vae_fp16_safe
+from .resolver import resolution
 from .vae_decode import safe_decode
 
 
@@ -33,7 +33,7 @@ class SamplingOptions:
 
 def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord) -> torch.Tensor:
     """VAE encode at the context's vae dtype; non-finite latents are redone per item in a wider dtype."""
-    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=vae_fp16_safe(vae, ctx))
+    want = resolution(ctx, "vae", vae)
 
     def run_at(x, d):
         v = vae_at_dtype(vae, d)
@@ -41,7 +41,7 @@ def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRe
                                   inputs={"image crops": x}):
             return v.encode(x)
 
-    return run_with_retry(run_at, pixels[..., :3], dtype, ctx, record, vae.device)
+    return run_with_retry(run_at, pixels[..., :3], want.dtype, ctx, record, vae.device)
 
 
 def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.Tensor, seeds: list[int],
@@ -51,7 +51,8 @@ def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     # One noise tensor per region from its own seed: the batch equals the regions done one by one.
     noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], s) for i, s in enumerate(seeds)])
-    record.ran_at("unet", dtype_name(ctx.dtype_for("unet", model.load_device)), torch.device(model.load_device).type)
+    unet = resolution(ctx, "unet", model)
+    record.ran_at("unet", unet.name, unet.device)
     with explain_dtype_errors(f"{record.node} / sample", modules={"unet": model.model},
                               inputs={"latent": latent, "positive": positive[0][0]}):
         samples = comfy.sample.sample(

@@ -8,12 +8,12 @@ import torch
 
 import comfy.model_management as mm
 
-from ..precision.context import PrecisionContext, dtype_name
+from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
 from .attach import vae_at_dtype
-from .fp16_verdict import vae_fp16_safe
+from .resolver import resolution
 
 
 class _CoreTiledFallback(logging.Handler):
@@ -61,8 +61,8 @@ def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: Precis
     """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
 
     A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
-    dtype = ctx.dtype_for("vae", vae.device, vae_fp16_safe=vae_fp16_safe(vae, ctx))
-    record.ran_at("vae", dtype_name(dtype), torch.device(vae.device).type)
+    want = resolution(ctx, "vae", vae)
+    record.ran_at("vae", want.name, want.device)
     where = f"{record.node} / {step}" if step else record.node
 
     def run_at(z, d):
@@ -70,4 +70,4 @@ def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: Precis
         with explain_dtype_errors(where, modules={"vae": v.first_stage_model}, inputs={"samples": z}):
             return decode_once(v, z, record)
 
-    return run_with_retry(run_at, latent, dtype, ctx, record, vae.device)
+    return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device)

@@ -1,7 +1,8 @@
 """The precision context: one immutable value that says at which dtype each role computes.
 
-It travels on graph edges (the PRECISION_CONTEXT type) and inside MODEL/VAE clones, so every node
-downstream casts its inputs the same way.
+It travels on graph edges (the PRECISION_CONTEXT type) and inside MODEL/CLIP/VAE clones, so every node
+downstream casts its inputs the same way. What a role's choice means for a given object is decided in one place:
+resolve.py.
 """
 from __future__ import annotations
 
@@ -28,22 +29,6 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return False
-
-
-def resolve_auto(role: str, device: torch.device, vae_fp16_safe: bool = False) -> torch.dtype:
-    """What `auto` means for a role on the device that actually runs it.
-
-    CPU: fp32 everywhere (half is slow and takes no fast path there). CUDA: bf16 where the GPU supports it,
-    else fp16 (fp32 for a VAE not known to be fp16-safe: fp16 VAEs overflow into black images).
-    Intermediates (IMAGE/LATENT between nodes) stay fp32, ComfyUI's convention.
-    """
-    if role == "intermediate" or device.type not in ("cuda", "mps"):
-        return torch.float32
-    if device.type == "cuda" and bf16_supported(device):
-        return torch.bfloat16
-    if role == "vae" and not vae_fp16_safe:
-        return torch.float32
-    return torch.float16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,29 +58,11 @@ class PrecisionContext:
             raise KeyError(f"unknown precision role {role!r}; roles are {ROLES}")
         return getattr(self, role)
 
-    def dtype_for(self, role: str, device: torch.device | str, vae_fp16_safe: bool = False) -> torch.dtype:
-        """The compute dtype for `role` on `device`: the explicit choice, or what `auto` resolves to."""
-        choice = self.choice(role)
-        if choice != "auto":
-            return DTYPES[choice]
-        return resolve_auto(role, torch.device(device), vae_fp16_safe)
-
     def replace(self, **changes) -> "PrecisionContext":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def describe(self, device: torch.device | str) -> str:
-        """One line per role: the choice and what it resolves to on `device`."""
-        device = torch.device(device)
-        lines = []
-        for role in ROLES:
-            resolved = dtype_name(self.dtype_for(role, device))
-            choice = self.choice(role)
-            lines.append(f"{role}: {resolved}" + (f" (auto on {device.type})" if choice == "auto" else ""))
-        lines.append(f"on mismatch: {self.on_mismatch}; on non-finite: {self.on_nonfinite}")
-        return "\n".join(lines)
 
 
 DEFAULT = PrecisionContext()

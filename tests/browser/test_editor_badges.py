@@ -174,11 +174,15 @@ def test_policy_shows_what_auto_resolved_to(editor, rescue):
     rows = {r[0]["text"]: (r[1]["text"], r[3]["text"], r[3]["kind"]) for r in table["rows"]}
     assert set(rows) == {"unet", "vae", "text_encoder", "detector", "sam", "intermediate"}
     assert rows["vae"] == ("fp16", "fp16 · cpu", "info")  # chosen explicitly in this workflow
-    for role in ("unet", "text_encoder", "detector", "sam", "intermediate"):
-        assert rows[role] == ("auto", "fp32 · cpu", "ok"), role  # the server runs with --cpu: auto is fp32
-    assert {"text": "auto → fp32 · cpu", "kind": "info"} in view["badges"]
+    # the server runs with --cpu: auto is ComfyUI's choice there (fp32, but fp16 for a text encoder: no CLIP is
+    # connected, so its default for one), and the pack's fp32 default for detector / SAM
+    for role in ("unet", "detector", "sam", "intermediate"):
+        assert rows[role] == ("auto", "fp32 · cpu", "ok"), role
+    assert rows["text_encoder"] == ("auto", "fp16 · cpu", "ok")
+    badge = "auto → unet fp32, te fp16, detector fp32, sam fp32, inter fp32"
+    assert {"text": badge, "kind": "info"} in view["badges"]
     drawn = editor.drawn(nid)
-    assert _drawn_in(drawn, "auto → fp32 · cpu", BADGE_FG["info"])
+    assert _drawn_in(drawn, badge, BADGE_FG["info"])
     assert _drawn_in(drawn, "fp32 · cpu", TEXT["ok"])
 
 

@@ -39,7 +39,8 @@ def recall(dets, scenes):
 @pytest.mark.parametrize("kind,file", [("bbox", "tiny_shapes_bbox.pt"), ("segm", "tiny_shapes_seg.pt")])
 def test_detector_at_policy_dtype_on_cuda(cuda, scenes, images, kind, file):
     model = safe_load.load_yolo(ASSETS / "ultralytics" / kind / file)
-    dtype = DEFAULT.dtype_for("detector", cuda)
+    from precision_safe.nodes.host.resolver import resolution
+    dtype = resolution(DEFAULT, "detector", device=cuda).dtype
     assert dtype == torch.bfloat16
     dets = yolo.detect(model, images, dtype=dtype, device=cuda, conf=0.25, imgsz=IMGSZ)
     ref = yolo.detect(model, images, dtype=torch.float32, device=cuda, conf=0.25, imgsz=IMGSZ)
@@ -58,7 +59,8 @@ def test_detector_at_policy_dtype_on_cuda(cuda, scenes, images, kind, file):
 
 def test_sam_at_policy_dtype_on_cuda(cuda, scenes):
     sam = sam_mod.load_sam(ASSETS / "sams" / "tiny_sam_shapes.pth")
-    dtype = DEFAULT.dtype_for("sam", cuda)
+    from precision_safe.nodes.host.resolver import resolution
+    dtype = resolution(DEFAULT, "sam", device=cuda).dtype
     assert dtype == torch.bfloat16
     ious = []
     for s in scenes[:6]:
@@ -96,7 +98,7 @@ def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
     from precision_safe.nodes.host.attach import model_with_policy
     from precision_safe.nodes.host.region_sampling import SamplingOptions, resample
     model, clip, vae = checkpoint
-    sampler_model = model_with_policy(model, DEFAULT)
+    sampler_model, _ = model_with_policy(model, DEFAULT)
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("a shape"))
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     opts = SamplingOptions(steps=2, cfg=2.0, sampler_name="euler", scheduler="normal", denoise=0.5, noise_mask=True)

@@ -77,18 +77,18 @@ def test_verdict_is_cached_by_weights(overflow_vae, comfy_dir):
     assert fv.CACHE.probes == probes
 
 
-def test_auto_without_bf16_follows_the_verdict(overflow_vae, checkpoint, monkeypatch):
-    """As on a GPU without bf16 (pre-Ampere): the unsafe VAE goes straight to fp32, the safe one to fp16."""
-    from precision_safe.nodes.host import fp16_verdict as fv
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_widens_an_fp16_vae_only_when_it_overflows(overflow_vae, checkpoint, monkeypatch, bf16):
+    """A VAE ComfyUI runs in fp16 (--fp16-vae): the overflowing one is widened (bf16, or fp32 on GPUs without bf16),
+    the safe one stays fp16."""
+    from precision_safe.nodes.host import resolver
+    from precision_safe.nodes.host.attach import vae_at_dtype
     from precision_safe.nodes.host.vae_decode import safe_decode
-    monkeypatch.setattr(fv, "bf16_supported", lambda device: False)
-    import precision_safe.nodes.precision.context as C
-    monkeypatch.setattr(C, "bf16_supported", lambda device: False)
-    dtype, verdict = fv.auto_vae_dtype(overflow_vae, DEFAULT)
-    assert dtype == torch.float32 and not verdict.safe
-    dtype, verdict = fv.auto_vae_dtype(checkpoint[2], DEFAULT)
-    assert dtype == torch.float16 and verdict.safe
-    assert fv.vae_fp16_safe(checkpoint[2], DEFAULT) and not fv.vae_fp16_safe(overflow_vae, DEFAULT)
+    monkeypatch.setattr(resolver, "bf16_supported", lambda device: bf16)
+    bad, good = vae_at_dtype(overflow_vae, torch.float16), vae_at_dtype(checkpoint[2], torch.float16)
+    want = resolver.resolution(DEFAULT, "vae", bad)
+    assert want.dtype == (torch.bfloat16 if bf16 else torch.float32) and "NOT fp16-safe" in want.reason
+    assert resolver.resolution(DEFAULT, "vae", good).dtype == torch.float16
     record = PrecisionRecord("SafeVAEDecode")
-    out = safe_decode(checkpoint[2], torch.zeros(1, 4, 8, 8), DEFAULT, record)  # consults the verdict itself
+    out = safe_decode(good, torch.zeros(1, 4, 8, 8), DEFAULT, record)
     assert record.ran["vae"] == "fp16 · cuda" and torch.isfinite(out).all()

@@ -1,0 +1,114 @@
+"""Facts about ComfyUI objects for the one resolver (nodes/precision/resolve.py), and the entry point every node uses.
+
+`resolution(ctx, role, obj)` answers "at which dtype does this role run for this MODEL / CLIP / VAE / tensor, and
+why". What ComfyUI chose is read from attributes it keeps (never by scanning weights), so asking is cheap.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+import comfy.model_management as mm
+
+from ..precision.context import ROLES, PrecisionContext, bf16_supported
+from ..precision.resolve import Facts, Resolution, resolve
+
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+             if hasattr(torch, n))
+
+
+def is_storage_only(dtype: Optional[torch.dtype]) -> bool:
+    """fp8 and similar: a format ComfyUI stores weights in and computes from through per-layer casts."""
+    return dtype in _FP8
+
+
+def model_compute_dtype(model) -> torch.dtype:
+    """What a MODEL computes in: its manual-cast dtype if set, else its weights' dtype.
+
+    While another clone is loaded, its object patches sit on the shared model and the originals wait in
+    `object_patches_backup`: read this clone's own value, not whichever clone was loaded last."""
+    key = "manual_cast_dtype"
+    if key in model.object_patches:
+        manual = model.object_patches[key]
+    elif key in getattr(model, "object_patches_backup", {}):
+        manual = model.object_patches_backup[key]
+    else:
+        manual = getattr(model.model, key, None)
+    return manual if manual is not None else model.model_dtype()
+
+
+def text_encoder_dtype(clip) -> Optional[torch.dtype]:
+    """The dtype ComfyUI holds a CLIP's text encoder(s) in (its `--*-text-enc` flags set exactly this); the widest
+    when several encoders differ (e.g. fp8 T5 beside an fp16 CLIP-L)."""
+    dtypes = [d for d in (getattr(clip.cond_stage_model, "dtypes", None) or ()) if d is not None]
+    if not dtypes:
+        return clip.patcher.model_dtype()
+    return max(dtypes, key=lambda d: (not is_storage_only(d), torch.finfo(d).bits if d.is_floating_point else 0))
+
+
+def intermediate_dtype() -> torch.dtype:
+    """ComfyUI's dtype for IMAGE/LATENT between nodes (newer cores can make it fp16; 0.3.x always fp32)."""
+    pick = getattr(mm, "intermediate_dtype", None)
+    return pick() if callable(pick) else torch.float32
+
+
+def _device(device) -> torch.device:
+    return torch.device(device) if device is not None else mm.get_torch_device()
+
+
+def _vae_verdict(vae):
+    def why() -> Optional[str]:
+        from .fp16_verdict import vae_fp16_verdict  # probes once per set of weights, only when asked
+        verdict = vae_fp16_verdict(vae)
+        return verdict.describe() if verdict is not None and not verdict.safe else None
+    return why
+
+
+def facts(role: str, obj=None, device=None) -> Facts:
+    """What ComfyUI chose for `obj` in `role` (or, without an object, what it would choose on the device)."""
+    if role == "unet":
+        if obj is not None:
+            dev = torch.device(obj.load_device)
+            return Facts(dev, model_compute_dtype(obj), obj.model_dtype(), bf16_supported(dev), "this MODEL")
+        dev = _device(device)
+        return Facts(dev, mm.unet_dtype(dev), None, bf16_supported(dev), "a model on this device")
+    if role == "vae":
+        if obj is not None:
+            dev = torch.device(obj.device)
+            return Facts(dev, obj.vae_dtype, obj.vae_dtype, bf16_supported(dev), "this VAE", _vae_verdict(obj))
+        dev = _device(device if device is not None else mm.vae_device())
+        return Facts(dev, mm.vae_dtype(dev, [torch.bfloat16, torch.float32]), None, bf16_supported(dev),
+                     "an SD VAE on this device")
+    if role == "text_encoder":
+        if obj is not None:
+            dev = torch.device(obj.patcher.load_device)
+            te = text_encoder_dtype(obj)
+            return Facts(dev, te, te, bf16_supported(dev), "this CLIP")
+        dev = _device(device if device is not None else mm.text_encoder_device())
+        return Facts(dev, mm.text_encoder_dtype(dev), None, bf16_supported(dev), "a text encoder on this device")
+    if role == "intermediate":
+        dev = _device(device if device is not None else mm.intermediate_device())
+        return Facts(dev, intermediate_dtype(), None, bf16_supported(dev), "IMAGE/LATENT between nodes")
+    dev = _device(device)
+    return Facts(dev, None, None, bf16_supported(dev), f"the {role}")
+
+
+def resolution(ctx: PrecisionContext, role: str, obj=None, device=None) -> Resolution:
+    """The dtype `role` runs at for `obj` (a MODEL, CLIP, VAE, or None) on its device: the one decision."""
+    return resolve(ctx, role, facts(role, obj, device))
+
+
+def current_dtype(role: str, obj) -> Optional[torch.dtype]:
+    """The dtype `obj` runs `role` at right now (what Dtype Inspect compares with the resolution)."""
+    return facts(role, obj).native
+
+
+def table(ctx: PrecisionContext, objects: dict) -> list[Resolution]:
+    """The resolution of every role, each for its object in `objects` (role -> MODEL/CLIP/VAE) when given."""
+    return [resolution(ctx, role, objects.get(role)) for role in ROLES]
+
+
+def describe_table(resolutions: list[Resolution]) -> str:
+    return "\n".join(r.text() for r in resolutions)
+
