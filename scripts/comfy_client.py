@@ -32,13 +32,13 @@ def free_port() -> int:
 class ComfyServer:
     """A ComfyUI server process on 127.0.0.1; use as a context manager so it always stops."""
 
-    def __init__(self, comfy_dir, output_dir=None, extra_args=(), log_path=None, front_end_root=None):
+    def __init__(self, comfy_dir, output_dir=None, extra_args=(), log_path=None, front_end_root=None, cpu=True):
         self.comfy_dir = os.path.abspath(comfy_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="comfy_out_")
         self.front_end_root = front_end_root or tempfile.mkdtemp(prefix="comfy_nofrontend_")
-        self.extra_args = list(extra_args)
+        self.extra_args = (["--cpu"] if cpu else []) + list(extra_args)
         self.log_path = log_path or os.path.join(self.output_dir, "server.log")
         self.proc = None
 
@@ -50,7 +50,7 @@ class ComfyServer:
         self.stop()
 
     def start(self, timeout=120):
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--disable-api-nodes", "--front-end-root", self.front_end_root,
                "--database-url", "sqlite:///:memory:", "--output-directory", self.output_dir, *self.extra_args]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
@@ -117,6 +117,7 @@ class ComfyServer:
                 if not isinstance(msg, str):
                     continue  # binary preview frames
                 m = json.loads(msg)
+                m["received"] = time.perf_counter()  # per-node times are the gaps between `executing` messages
                 data = m.get("data", {})
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
@@ -149,6 +150,20 @@ class Run:
     def images(self):
         """(node id, image ref) for every image the run saved or previewed."""
         return [(nid, im) for nid, out in self.outputs.items() for im in out.get("images", [])]
+
+    def node_seconds(self) -> dict:
+        """Seconds each node ran, from the arrival of its `executing` message to the next one (the last node's to
+        the end of the prompt). Nodes reused from the cache send none and are absent."""
+        marks = [(e["received"], e["data"].get("node")) for e in self.events if e["type"] == "executing"]
+        ends = [e["received"] for e in self.events if e["type"] in ("execution_success", "execution_error")]
+        times = {}
+        for i, (t, node) in enumerate(marks):
+            if node is None:
+                continue
+            nxt = marks[i + 1][0] if i + 1 < len(marks) else (ends[0] if ends else None)
+            if nxt is not None:
+                times[node] = nxt - t
+        return times
 
     def precision_records(self):
         return {nid: out["precision_safe"][0] for nid, out in self.outputs.items() if out.get("precision_safe")}

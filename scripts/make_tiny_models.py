@@ -8,7 +8,10 @@
   65504 (fp16 decode -> NaN, a black image) while bf16/fp32 stay finite, and a latent scaled by ~0.01 stays in
   range, so one batch can hold items that overflow beside items that don't.
 
-Usage: python scripts/make_tiny_models.py COMFYUI_DIR  (run with the host venv; skips files that exist)
+- with --full: checkpoints/sd15_full_random.safetensors, the same but with a full-size SD1.5 UNet (860 M
+  parameters, fp16 like the released checkpoints), built on the GPU when there is one: what the GPU benchmarks time.
+
+Usage: python scripts/make_tiny_models.py COMFYUI_DIR [--full]  (run with the host venv; skips files that exist)
 """
 import os
 import sys
@@ -26,12 +29,18 @@ def reset_init(module):
     return module
 
 
-def build(comfy_dir):
-    sys.argv = [sys.argv[0], "--cpu"]  # before comfy imports: no CUDA probing
+# SD1.5's real UNet layout (ComfyUI detects SD15 from these shapes); the tiny one keeps a single level.
+FULL_UNET = dict(num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_output=[1] * 9 + [0] * 3)
+TINY_UNET = dict(num_res_blocks=[1], channel_mult=[1], transformer_depth=[1], transformer_depth_output=[1, 1])
+
+
+def build(comfy_dir, full=False):
+    import torch
+    sys.argv = [sys.argv[0]] + ([] if full and torch.cuda.is_available() else ["--cpu"])  # before comfy imports
     sys.path.insert(0, comfy_dir)
     import comfy.options
     comfy.options.enable_args_parsing()
-    import torch
     import comfy.ops
     import comfy.clip_model
     import comfy.utils
@@ -41,11 +50,12 @@ def build(comfy_dir):
 
     torch.manual_seed(0)
     ops = comfy.ops.disable_weight_init
-    unet = reset_init(UNetModel(
-        image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1], channel_mult=[1],
-        transformer_depth=[1], transformer_depth_middle=1, transformer_depth_output=[1, 1],
-        num_heads=8, context_dim=768, use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False,
-        operations=ops))
+    device = "cuda" if full and torch.cuda.is_available() else "cpu"  # default init of 860 M weights: ~3 s there
+    with torch.device(device):
+        unet = reset_init(UNetModel(
+            image_size=32, in_channels=4, out_channels=4, model_channels=320, transformer_depth_middle=1,
+            num_heads=8, context_dim=768, use_spatial_transformer=True, use_linear_in_transformer=False,
+            legacy=False, operations=ops, **(FULL_UNET if full else TINY_UNET)))
     with open(os.path.join(comfy_dir, "comfy", "sd1_clip_config.json")) as f:
         clip_cfg = json.load(f)
     clip = reset_init(comfy.clip_model.CLIPTextModel(clip_cfg, torch.float32, "cpu", ops))
@@ -58,7 +68,7 @@ def build(comfy_dir):
     sd.update({f"cond_stage_model.transformer.{k}": v for k, v in clip.state_dict().items()})
     vae_sd = vae.state_dict()
     sd.update({f"first_stage_model.{k}": v for k, v in vae_sd.items()})
-    sd = {k: v.half().contiguous() for k, v in sd.items()}
+    sd = {k: v.half().contiguous().cpu() for k, v in sd.items()}
 
     overflow = {k: v.clone() for k, v in vae_sd.items()}
     overflow["post_quant_conv.weight"] = overflow["post_quant_conv.weight"] * OVERFLOW_GAIN
@@ -83,6 +93,8 @@ def install_assets(comfy_dir):
 
 def main():
     comfy_dir = os.path.abspath(sys.argv[1])
+    if "--full" in sys.argv[2:]:
+        return make_full(comfy_dir)
     install_assets(comfy_dir)
     ckpt = os.path.join(comfy_dir, "models", "checkpoints", "tiny_sd15.safetensors")
     bad_vae = os.path.join(comfy_dir, "models", "vae", "tiny_overflow_vae.safetensors")
@@ -96,6 +108,19 @@ def main():
         safetensors.torch.save_file(data, path + ".tmp")
         os.replace(path + ".tmp", path)  # never leave a half-written model behind
         print(f"[models] wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB)")
+
+
+def make_full(comfy_dir):
+    path = os.path.join(comfy_dir, "models", "checkpoints", "sd15_full_random.safetensors")
+    if os.path.exists(path):
+        print(f"[models] already there: {path}")
+        return
+    sd, _ = build(comfy_dir, full=True)
+    import safetensors.torch
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    safetensors.torch.save_file(sd, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    print(f"[models] wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

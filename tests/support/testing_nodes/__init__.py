@@ -148,3 +148,24 @@ class PoisonImage:
 
 NODE_CLASS_MAPPINGS.update({"PSTest_HalfWeightsVAE": HalfWeightsVAE, "PSTest_HalfWeightsModel": HalfWeightsModel,
                             "PSTest_PoisonImage": PoisonImage})
+
+
+class LatentDigest:
+    """Shows a sha256 of a LATENT's bytes (dtype, shape and values): two branches that must agree bit for bit."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+
+    def run(self, samples):
+        import hashlib
+        z = samples["samples"].detach().contiguous().cpu()
+        digest = hashlib.sha256(f"{z.dtype}{tuple(z.shape)}".encode() + z.view(torch.uint8).numpy().tobytes())
+        return {"ui": {"text": [digest.hexdigest()]}}
+
+
+NODE_CLASS_MAPPINGS["PSTest_LatentDigest"] = LatentDigest

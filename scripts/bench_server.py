@@ -1,0 +1,263 @@
+"""Per-node benchmarks inside a real ComfyUI server with the pack installed (CPU or CUDA).
+
+Each time is one node's, read from the websocket: the gap between its `executing` message and the next one. One input
+changes per prompt (a seed, a latent multiplier, a toggle) so the timed node re-runs while loaders stay cached. Every
+ratio is printed beside an A/A ratio: the baseline timed twice in the same run.
+
+Sections (--sections, default all):
+  ksampler  KSampler's MODEL from: the loader (stock) / PrecisionPolicy auto / PrecisionPolicy unet=fp16 /
+            PrecisionGuard, each blocked (warm-up, then n prompts), stock twice for the A/A floor.
+  share     stock and policy-auto MODELs alternating prompt by prompt, and both branches in one prompt, vs alone.
+  bf16      PrecisionPolicy unet=bf16 (weights converted once) vs a second server started with --bf16-unet (stock
+            loaded at bf16); GPU memory from /system_stats after each.
+  decode    SafeVAEDecode vs core VAEDecode at --decode-size (default 1024), interleaved, core twice for A/A.
+  inspect   Dtype Inspect on the checkpoint's MODEL, and on the tiny checkpoint's (flat in model size).
+
+Usage: python scripts/bench_server.py --comfy COMFYUI_DIR [--cuda] [--ckpt NAME] [--size 512] [--steps 20] [--n 6]
+                                      [--json FILE] [--sections ksampler,share,...]
+The GPU tier runs it on the H200 with the full-size SD1.5 random checkpoint (scripts/gpu_run.sh).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import os
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_client import ComfyServer  # noqa: E402
+
+POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
+              sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast", on_nonfinite="retry")
+TINY = "tiny_sd15.safetensors"
+
+
+def sampler_prompt(ckpt, source, seed, size, steps, unet="auto", cfg=7.0):
+    """Checkpoint -> prompts -> KSampler (node "6") whose MODEL comes from `source`; Dtype Inspect as the output."""
+    p = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+    }
+    model = ["1", 0]
+    if source == "policy":
+        p["5"] = {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "unet_dtype": unet, "model": ["1", 0]}}
+        model = ["5", 1]
+    elif source == "guard":
+        p["5"] = {"class_type": "PrecisionSafeGuard", "inputs": {"model": ["1", 0]}}
+        model = ["5", 0]
+    p["6"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": seed,
+        "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+    p["7"] = {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["6", 0]}}
+    return p
+
+
+def two_branch_prompt(ckpt, seed, size, steps):
+    """Stock KSampler ("6") and a policy-auto KSampler ("16") sharing one loader, in one prompt."""
+    p = sampler_prompt(ckpt, "stock", seed, size, steps)
+    q = sampler_prompt(ckpt, "policy", seed + 1, size, steps)
+    p["5"] = q["5"]
+    p["16"] = {**q["6"], "inputs": {**q["6"]["inputs"]}}
+    p["17"] = {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["16", 0]}}
+    return p
+
+
+def decode_prompt(ckpt, core, mult, size):
+    node = "VAEDecode" if core else "PrecisionSafeVAEDecode"
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "5": {"class_type": "LatentMultiply", "inputs": {"samples": ["4", 0], "multiplier": mult}},
+        "6": {"class_type": node, "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["6", 0]}},
+    }
+
+
+def inspect_prompt(ckpt, strict):
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "6": {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["1", 0], "strict": strict}},
+    }
+
+
+class Bench:
+    def __init__(self, server: ComfyServer, args):
+        self.server, self.args = server, args
+        self.counter = 0
+
+    def next_seed(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def node_ms(self, prompt, node="6", extra=None) -> float | dict:
+        run = self.server.run(prompt)
+        if not run.success:
+            raise RuntimeError(f"benchmark prompt failed: {run.error or run.rejected}")
+        times = run.node_seconds()
+        if extra:
+            return {n: times[n] * 1000 for n in [node, *extra]}
+        return times[node] * 1000
+
+    def blocked(self, make, n, warmup=2, node="6") -> list[float]:
+        for _ in range(warmup):
+            self.node_ms(make(self.next_seed()), node)
+        return [self.node_ms(make(self.next_seed()), node) for _ in range(n)]
+
+    def vram_used_mib(self):
+        dev = self.server.get("/system_stats")["devices"][0]
+        return round((dev["vram_total"] - dev["vram_free"]) / 2**20, 1)
+
+    def notes(self, prompt, node):
+        run = self.server.run(prompt)
+        return run.precision_records().get(node, {}).get("notes", [])
+
+
+def med(xs):
+    return round(statistics.median(xs), 2)
+
+
+def ratio(a, b):
+    return round(statistics.median(a) / statistics.median(b), 4)
+
+
+def section_ksampler(b: Bench, a, out):
+    ck, size, steps = a.ckpt, a.size, a.steps
+    variants = {
+        "stock": lambda s: sampler_prompt(ck, "stock", s, size, steps),
+        "policy_auto": lambda s: sampler_prompt(ck, "policy", s, size, steps),
+        "policy_unet_fp16": lambda s: sampler_prompt(ck, "policy", s, size, steps, unet="fp16"),
+        "guard": lambda s: sampler_prompt(ck, "guard", s, size, steps),
+        "stock_again": lambda s: sampler_prompt(ck, "stock", s, size, steps),
+    }
+    times = {k: b.blocked(f, a.n) for k, f in variants.items()}
+    res = {"ms": {k: med(v) for k, v in times.items()}, "raw_ms": times,
+           "aa_stock_again/stock": ratio(times["stock_again"], times["stock"])}
+    for k in ("policy_auto", "policy_unet_fp16", "guard"):
+        res[f"{k}/stock"] = ratio(times[k], times["stock"])
+    res["policy_auto_notes"] = b.notes(sampler_prompt(ck, "policy", b.next_seed(), size, steps), "5")
+    out["ksampler"] = res
+    print("ksampler (blocked):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+
+
+def section_share(b: Bench, a, out):
+    ck, size, steps = a.ckpt, a.size, a.steps
+    stock = lambda s: sampler_prompt(ck, "stock", s, size, steps)  # noqa: E731
+    pol = lambda s: sampler_prompt(ck, "policy", s, size, steps)  # noqa: E731
+    alone_stock, alone_policy = b.blocked(stock, a.n), b.blocked(pol, a.n)
+    inter_stock, inter_policy = [], []
+    for _ in range(2):  # warm-up of the alternation
+        b.node_ms(stock(b.next_seed())), b.node_ms(pol(b.next_seed()))
+    for _ in range(a.n):
+        inter_stock.append(b.node_ms(stock(b.next_seed())))
+        inter_policy.append(b.node_ms(pol(b.next_seed())))
+    both = []
+    for i in range(a.n + 2):
+        t = b.node_ms(two_branch_prompt(ck, b.next_seed() * 2, size, steps), "6", extra=["16"])
+        if i >= 2:
+            both.append(t["6"] + t["16"])
+    alone_sum = statistics.median(alone_stock) + statistics.median(alone_policy)
+    again = b.blocked(stock, a.n)
+    res = {"alone_ms": {"stock": med(alone_stock), "policy_auto": med(alone_policy)},
+           "alternating_ms": {"stock": med(inter_stock), "policy_auto": med(inter_policy)},
+           "alternating/alone": {"stock": ratio(inter_stock, alone_stock),
+                                 "policy_auto": ratio(inter_policy, alone_policy)},
+           "one_prompt_both_branches_ms": med(both),
+           "one_prompt_both/alone_sum": round(statistics.median(both) / alone_sum, 4),
+           "aa_stock_again/stock": ratio(again, alone_stock),
+           "raw_ms": {"alone_stock": alone_stock, "alone_policy": alone_policy, "inter_stock": inter_stock,
+                      "inter_policy": inter_policy, "both": both, "stock_again": again}}
+    out["share"] = res
+    print("share:", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+
+
+def section_bf16(b: Bench, a, out, comfy_dir, start_server):
+    ck, size, steps = a.ckpt, a.size, a.steps
+    pol = lambda s: sampler_prompt(ck, "policy", s, size, steps, unet="bf16")  # noqa: E731
+    run = b.server.run(pol(b.next_seed()))  # the first prompt: the policy node converts the weights once
+    first = {n: t * 1000 for n, t in run.node_seconds().items() if n in ("5", "6")}
+    notes = run.precision_records().get("5", {}).get("notes", [])
+    times = b.blocked(pol, a.n)
+    vram_policy = b.vram_used_mib()
+    with start_server(["--bf16-unet"]) as server2:
+        b2 = Bench(server2, a)
+        stock = lambda s: sampler_prompt(ck, "stock", s, size, steps)  # noqa: E731
+        stock_bf16 = b2.blocked(stock, a.n)
+        again = b2.blocked(stock, a.n)
+        vram_stock = b2.vram_used_mib()
+    res = {"policy_bf16_ms": med(times), "stock_loaded_bf16_ms": med(stock_bf16),
+           "policy_bf16/stock_bf16": ratio(times, stock_bf16), "aa_stock_bf16_again/stock_bf16": ratio(again, stock_bf16),
+           "first_prompt_ms": {k: round(v, 1) for k, v in first.items()}, "policy_notes": notes,
+           "vram_used_mib": {"policy_bf16_server (stock fp16 weights + bf16 copy)": vram_policy,
+                             "bf16_unet_server": vram_stock},
+           "raw_ms": {"policy": times, "stock_bf16": stock_bf16, "stock_bf16_again": again}}
+    out["bf16"] = res
+    print("bf16:", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+
+
+def section_decode(b: Bench, a, out):
+    variants = {"core": True, "safe": False, "core_again": True}
+    times = {k: [] for k in variants}
+    names = list(variants)
+    for i in range(a.n * 2 + 2):
+        order = names[i % 3:] + names[:i % 3]
+        for k in order:
+            t = b.node_ms(decode_prompt(a.ckpt, variants[k], 1.0 + b.next_seed() * 1e-3, a.decode_size))
+            if i >= 2:
+                times[k].append(t)
+    res = {"ms": {k: med(v) for k, v in times.items()}, "safe/core": ratio(times["safe"], times["core"]),
+           "aa_core_again/core": ratio(times["core_again"], times["core"]), "size": a.decode_size, "raw_ms": times}
+    out["decode"] = res
+    print("decode (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+
+
+def section_inspect(b: Bench, a, out):
+    res = {}
+    for name in dict.fromkeys([a.ckpt, TINY]):
+        times = []
+        for i in range(a.n * 2 + 2):
+            t = b.node_ms(inspect_prompt(name, bool(i % 2)))
+            if i >= 2:
+                times.append(t)
+        res[name] = {"median_ms": med(times), "max_ms": round(max(times), 2)}
+    out["inspect"] = res
+    print("inspect:", json.dumps(res), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--comfy", required=True)
+    ap.add_argument("--cuda", action="store_true", help="run the server on the GPU (default: --cpu)")
+    ap.add_argument("--ckpt", default=TINY)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--decode-size", type=int, default=1024)
+    ap.add_argument("--n", type=int, default=6)
+    ap.add_argument("--sections", default="ksampler,share,bf16,decode,inspect")
+    ap.add_argument("--json")
+    ap.add_argument("--log-dir")
+    a = ap.parse_args()
+    sections = a.sections.split(",")
+
+    def start_server(extra=()):
+        log = os.path.join(a.log_dir, f"server{'_' + '_'.join(extra) if extra else ''}.log") if a.log_dir else None
+        return ComfyServer(a.comfy, cpu=not a.cuda, extra_args=list(extra), log_path=log)
+
+    out = {"args": vars(a)}
+    with start_server() as server:
+        out["system_stats"] = server.get("/system_stats")
+        b = Bench(server, a)
+        for name in sections:
+            if name == "bf16":
+                section_bf16(b, a, out, a.comfy, start_server)
+            else:
+                globals()[f"section_{name}"](b, a, out)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
