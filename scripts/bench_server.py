@@ -107,8 +107,9 @@ class Bench:
         return [self.node_ms(make(self.next_seed()), node) for _ in range(n)]
 
     def vram_used_mib(self):
+        """GPU memory torch holds allocated in the server (its reserve minus the free part of it), MiB."""
         dev = self.server.get("/system_stats")["devices"][0]
-        return round((dev["vram_total"] - dev["vram_free"]) / 2**20, 1)
+        return round((dev["torch_vram_total"] - dev["torch_vram_free"]) / 2**20, 1)
 
     def notes(self, prompt, node):
         run = self.server.run(prompt)
@@ -123,6 +124,19 @@ def ratio(a, b):
     return round(statistics.median(a) / statistics.median(b), 4)
 
 
+def interleaved(b: Bench, makes: dict, n: int, warmup: int = 2, node="6") -> dict:
+    """Node ms per variant, one prompt of each per round, the order rotated every round (drift hits all alike)."""
+    names = list(makes)
+    times = {k: [] for k in names}
+    for i in range(warmup + n):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for k in order:
+            t = b.node_ms(makes[k](b.next_seed()), node)
+            if i >= warmup:
+                times[k].append(t)
+    return times
+
+
 def section_ksampler(b: Bench, a, out):
     ck, size, steps = a.ckpt, a.size, a.steps
     variants = {
@@ -132,14 +146,19 @@ def section_ksampler(b: Bench, a, out):
         "guard": lambda s: sampler_prompt(ck, "guard", s, size, steps),
         "stock_again": lambda s: sampler_prompt(ck, "stock", s, size, steps),
     }
-    times = {k: b.blocked(f, a.n) for k, f in variants.items()}
-    res = {"ms": {k: med(v) for k, v in times.items()}, "raw_ms": times,
-           "aa_stock_again/stock": ratio(times["stock_again"], times["stock"])}
-    for k in ("policy_auto", "policy_unet_fp16", "guard"):
-        res[f"{k}/stock"] = ratio(times[k], times["stock"])
-    res["policy_auto_notes"] = b.notes(sampler_prompt(ck, "policy", b.next_seed(), size, steps), "5")
+    res = {"policy_auto_notes": b.notes(sampler_prompt(ck, "policy", b.next_seed(), size, steps), "5")}
+    for mode in ("blocked", "interleaved"):
+        if mode == "blocked":
+            times = {k: b.blocked(f, a.n) for k, f in variants.items()}
+        else:
+            times = interleaved(b, variants, a.n * 2)
+        r = {"ms": {k: med(v) for k, v in times.items()}, "raw_ms": times,
+             "aa_stock_again/stock": ratio(times["stock_again"], times["stock"])}
+        for k in ("policy_auto", "policy_unet_fp16", "guard"):
+            r[f"{k}/stock"] = ratio(times[k], times["stock"])
+        res[mode] = r
+        print(f"ksampler ({mode}):", json.dumps({k: v for k, v in r.items() if k != "raw_ms"}), flush=True)
     out["ksampler"] = res
-    print("ksampler (blocked):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
 
 
 def section_share(b: Bench, a, out):
@@ -173,42 +192,47 @@ def section_share(b: Bench, a, out):
     print("share:", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
 
 
-def section_bf16(b: Bench, a, out, comfy_dir, start_server):
+def section_bf16(b: Bench, a, out, start_server):
+    """PrecisionPolicy unet=bf16 on the fp16 checkpoint (this server) vs the checkpoint loaded at bf16 by a second
+    server started with --bf16-unet on the same GPU; prompts alternate between the two servers."""
     ck, size, steps = a.ckpt, a.size, a.steps
-    pol = lambda s: sampler_prompt(ck, "policy", s, size, steps, unet="bf16")  # noqa: E731
-    run = b.server.run(pol(b.next_seed()))  # the first prompt: the policy node converts the weights once
-    first = {n: t * 1000 for n, t in run.node_seconds().items() if n in ("5", "6")}
+    run = b.server.run(sampler_prompt(ck, "policy", b.next_seed(), size, steps, unet="bf16"))
+    first = {n: round(t * 1000, 1) for n, t in run.node_seconds().items() if n in ("5", "6")}
     notes = run.precision_records().get("5", {}).get("notes", [])
-    times = b.blocked(pol, a.n)
-    vram_policy = b.vram_used_mib()
     with start_server(["--bf16-unet"]) as server2:
         b2 = Bench(server2, a)
+        b2.counter = 10_000
+        makes = {"policy_bf16": lambda s: sampler_prompt(ck, "policy", s, size, steps, unet="bf16"),
+                 "stock_bf16": None, "stock_bf16_again": None}
         stock = lambda s: sampler_prompt(ck, "stock", s, size, steps)  # noqa: E731
-        stock_bf16 = b2.blocked(stock, a.n)
-        again = b2.blocked(stock, a.n)
-        vram_stock = b2.vram_used_mib()
-    res = {"policy_bf16_ms": med(times), "stock_loaded_bf16_ms": med(stock_bf16),
-           "policy_bf16/stock_bf16": ratio(times, stock_bf16), "aa_stock_bf16_again/stock_bf16": ratio(again, stock_bf16),
-           "first_prompt_ms": {k: round(v, 1) for k, v in first.items()}, "policy_notes": notes,
-           "vram_used_mib": {"policy_bf16_server (stock fp16 weights + bf16 copy)": vram_policy,
-                             "bf16_unet_server": vram_stock},
-           "raw_ms": {"policy": times, "stock_bf16": stock_bf16, "stock_bf16_again": again}}
+        times = {k: [] for k in makes}
+        for i in range(2 + a.n * 2):
+            for k in (list(makes)[i % 3:] + list(makes)[:i % 3]):
+                t = b.node_ms(makes[k](b.next_seed())) if k == "policy_bf16" else b2.node_ms(stock(b2.next_seed()))
+                if i >= 2:
+                    times[k].append(t)
+        vram = {"policy_server (fp16 weights + the bf16 copy)": b.vram_used_mib(),
+                "bf16_unet_server": b2.vram_used_mib()}
+    res = {"ms": {k: med(v) for k, v in times.items()},
+           "policy_bf16/stock_bf16": ratio(times["policy_bf16"], times["stock_bf16"]),
+           "aa_stock_bf16_again/stock_bf16": ratio(times["stock_bf16_again"], times["stock_bf16"]),
+           "first_prompt_ms": first, "policy_notes": notes, "vram_used_mib": vram, "raw_ms": times}
     out["bf16"] = res
-    print("bf16:", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+    print("bf16 (interleaved across two servers):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}),
+          flush=True)
 
 
 def section_decode(b: Bench, a, out):
     variants = {"core": True, "safe": False, "core_again": True}
-    times = {k: [] for k in variants}
-    names = list(variants)
-    for i in range(a.n * 2 + 2):
-        order = names[i % 3:] + names[:i % 3]
-        for k in order:
-            t = b.node_ms(decode_prompt(a.ckpt, variants[k], 1.0 + b.next_seed() * 1e-3, a.decode_size))
-            if i >= 2:
-                times[k].append(t)
+    makes = {k: (lambda s, core=core: decode_prompt(a.ckpt, core, 1.0 + s * 1e-3, a.decode_size))
+             for k, core in variants.items()}
+    times = interleaved(b, makes, a.n * 2)
+    run = b.server.run(decode_prompt(a.ckpt, False, 0.5, a.decode_size))
+    inside = run.precision_records()["6"]["seconds"] * 1000
     res = {"ms": {k: med(v) for k, v in times.items()}, "safe/core": ratio(times["safe"], times["core"]),
-           "aa_core_again/core": ratio(times["core_again"], times["core"]), "size": a.decode_size, "raw_ms": times}
+           "aa_core_again/core": ratio(times["core_again"], times["core"]), "size": a.decode_size,
+           "safe_node_own_ms (its record, one run)": round(inside, 2),
+           "safe_node_gap_ms (same run)": round(run.node_seconds()["6"] * 1000, 2), "raw_ms": times}
     out["decode"] = res
     print("decode (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
 
@@ -251,7 +275,7 @@ def main():
         b = Bench(server, a)
         for name in sections:
             if name == "bf16":
-                section_bf16(b, a, out, a.comfy, start_server)
+                section_bf16(b, a, out, start_server)
             else:
                 globals()[f"section_{name}"](b, a, out)
     if a.json:

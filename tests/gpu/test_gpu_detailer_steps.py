@@ -37,7 +37,7 @@ def recall(dets, scenes):
 
 
 @pytest.mark.parametrize("kind,file", [("bbox", "tiny_shapes_bbox.pt"), ("segm", "tiny_shapes_seg.pt")])
-def test_detector_at_policy_dtype_on_cuda(cuda, scenes, images, kind, file):
+def test_detector_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes, images, kind, file):
     model = safe_load.load_yolo(ASSETS / "ultralytics" / kind / file)
     from precision_safe.nodes.host.resolver import resolution
     dtype = resolution(DEFAULT, "detector", device=cuda).dtype
@@ -57,7 +57,7 @@ def test_detector_at_policy_dtype_on_cuda(cuda, scenes, images, kind, file):
             assert d.masks is not None and d.masks.shape[1:] == (H, W)
 
 
-def test_sam_at_policy_dtype_on_cuda(cuda, scenes):
+def test_sam_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes):
     sam = sam_mod.load_sam(ASSETS / "sams" / "tiny_sam_shapes.pth")
     from precision_safe.nodes.host.resolver import resolution
     dtype = resolution(DEFAULT, "sam", device=cuda).dtype
@@ -94,7 +94,8 @@ def test_vae_encode_decode_at_policy_dtype_on_cuda(checkpoint, images):
 
 
 def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
-    """The re-sample sub-step (encode -> masked sample with the policy's UNet clone -> safe decode) in bf16."""
+    """The re-sample sub-step (encode -> masked sample with the policy's UNet clone -> safe decode) at auto: the UNet
+    at ComfyUI's choice, the VAE at bf16."""
     from precision_safe.nodes.host.attach import model_with_policy
     from precision_safe.nodes.host.region_sampling import SamplingOptions, resample
     model, clip, vae = checkpoint
@@ -108,7 +109,9 @@ def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
     record = PrecisionRecord("Detailer")
     out = resample(sampler_model, pos, neg, vae, pixels, masks, [10, 11, 12], opts, DEFAULT, record)
     assert out.shape == (3, 64, 64, 3) and torch.isfinite(out).all()
-    assert record.ran["unet"] == "bf16 · cuda" and record.ran["vae"] == "bf16 · cuda"
+    from precision_safe.nodes.host.resolver import model_compute_dtype
+    from precision_safe.nodes.precision.context import dtype_name
+    assert record.ran["unet"] == f"{dtype_name(model_compute_dtype(model))} · cuda" and record.ran["vae"] == "bf16 · cuda"
     assert record.retries == [] and record.warnings == []
     one = [resample(sampler_model, pos, neg, vae, pixels[i:i + 1], masks[i:i + 1], [10 + i], opts, DEFAULT,
                     PrecisionRecord("Detailer")) for i in range(3)]
