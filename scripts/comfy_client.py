@@ -3,8 +3,8 @@ models it needs, ComfyUI in this process (`import_comfy`), and a headless server
 `main.py`, convert UI-format workflows to API prompts via /object_info, queue them, follow the websocket to the end,
 fetch history and images).
 
-It reads ComfyUI only through what stays the same across its versions: the HTTP/websocket API, main.py's command
-line and the `nodes` module. Standard library + websocket-client only.
+It reads ComfyUI through what ComfyUI 0.3.75 and 0.33 share: the HTTP/websocket API, main.py's command line and,
+in-process, the imports main.py itself does before `nodes`. Standard library + websocket-client only.
 """
 from __future__ import annotations
 
