@@ -1,17 +1,27 @@
-# Dev host: a venv with pinned torch + ComfyUI 0.3.75 under .host/ (built on first use, reused after).
-PY      := .host/venv/bin/python
-COMFY   := .host/ComfyUI
+# The test host: a venv and a ComfyUI tree. By default .host/, the pinned ComfyUI 0.3.75 that CI uses (built on
+# first use by scripts/setup_host.sh, reused after). `HOST=DIR` runs any target against another tree set up by
+# `bash scripts/setup_comfy_host.sh PATH/TO/ComfyUI DIR`, e.g. `make test HOST=.host-0.33`.
+HOST    ?= .host
+PY      := $(HOST)/venv/bin/python
+COMFY   := $(HOST)/ComfyUI
+export COMFYUI_DIR := $(abspath $(COMFY))
 export OMP_NUM_THREADS ?= 2
 export YOLO_OFFLINE := 1
-export YOLO_CONFIG_DIR := $(CURDIR)/.host/yolo_config
-export MPLCONFIGDIR := $(CURDIR)/.host/mplconfig
+export YOLO_CONFIG_DIR := $(abspath $(HOST))/yolo_config
+export MPLCONFIGDIR := $(abspath $(HOST))/mplconfig
 
 .PHONY: host models demo test test-unit bench bench-gpu soak workflows clean-out
 
+ifeq ($(HOST),.host)
 host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
-.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt
+.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt scripts/test-requirements.txt
 	bash scripts/setup_host.sh
 	touch .host/.venv-ok .host/.comfy-ok .host/.web-ok
+else
+host:
+	@test -f $(HOST)/.venv-ok -a -f $(COMFY)/main.py || \
+	  { echo "no test host in $(HOST): bash scripts/setup_comfy_host.sh PATH/TO/ComfyUI $(HOST)"; exit 1; }
+endif
 
 models: host
 	$(PY) scripts/make_tiny_models.py $(COMFY)

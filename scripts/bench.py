@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+from comfy_client import CHECKPOINT, COMFY_DIR, OVERFLOW_VAE, ensure_models, import_comfy
 
 
 def timed(fn, repeats):
@@ -41,21 +39,22 @@ def compare(name, base_name, base, new_name, new, repeats, goal=None):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--comfy", default=os.path.join(ROOT, ".host", "ComfyUI"))
+    ap.add_argument("--comfy", default=COMFY_DIR)
     ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
-    os.environ.setdefault("COMFYUI_DIR", args.comfy)
-    from comfy_inproc import ComfyHost
-    host = ComfyHost()
+    args.comfy = os.path.abspath(args.comfy)
+    ensure_models(args.comfy)
+    nodes = import_comfy(args.comfy)
     import torch
     import comfy.sd
     import comfy.utils
-    import nodes
-    from host_paths import CHECKPOINT, OVERFLOW_VAE
+
+    def node_class(node_id):
+        return nodes.NODE_CLASS_MAPPINGS[node_id]
 
     core_decode = nodes.VAEDecode()
-    safe_cls = host.node_class("PrecisionSafeVAEDecode").PREPARE_CLASS_CLONE({"unique_id": "bench"})
-    policy_cls = host.node_class("PrecisionSafePolicy").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    safe_cls = node_class("PrecisionSafeVAEDecode").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    policy_cls = node_class("PrecisionSafePolicy").PREPARE_CLASS_CLONE({"unique_id": "bench"})
 
     ckpt = nodes.CheckpointLoaderSimple().load_checkpoint(CHECKPOINT)
     vae = ckpt[2]
@@ -76,8 +75,8 @@ def main():
     compare("overflow VAE, 1x4x2x2 latent: retry vs fp32", "fp32 VAEDecode", lambda: core_decode.decode(vae32, hot),
             "SafeVAEDecode fp16->bf16", lambda: safe_cls.execute(samples=hot, vae=fp16_vae), args.repeats)
 
-    detailer_cls = host.node_class("PrecisionSafeDetailer").PREPARE_CLASS_CLONE({"unique_id": "bench"})
-    detector = host.node_class("PrecisionSafeDetectorLoader").execute(model_name="bbox/tiny_shapes_bbox.pt").args[0]
+    detailer_cls = node_class("PrecisionSafeDetailer").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    detector = node_class("PrecisionSafeDetectorLoader").execute(model_name="bbox/tiny_shapes_bbox.pt").args[0]
     clip_encode = nodes.CLIPTextEncode()
     pos, neg = clip_encode.encode(ckpt[1], "a shape")[0], clip_encode.encode(ckpt[1], "")[0]
     image = torch.full((1, 128, 128, 3), 0.3)

@@ -1,11 +1,14 @@
-"""Drive a real ComfyUI headless: start `main.py` on loopback, convert UI-format workflows to API prompts via
-/object_info, queue them, follow the websocket to the end, and fetch history and images.
+"""The one client of ComfyUI that the scripts and the tests share: where the host's ComfyUI tree is and the tiny
+models it needs, ComfyUI in this process (`import_comfy`), and a headless server on loopback (`ComfyServer`: start
+`main.py`, convert UI-format workflows to API prompts via /object_info, queue them, follow the websocket to the end,
+fetch history and images).
 
-Used by `make demo` (scripts/run_workflows.py), the server tests and the benchmarks. Standard library +
-websocket-client only.
+It reads ComfyUI through what ComfyUI 0.3.75 and 0.33 share: the HTTP/websocket API, main.py's command line and,
+in-process, the imports main.py itself does before `nodes`. Standard library + websocket-client only.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -18,6 +21,58 @@ import urllib.request
 import uuid
 
 import websocket  # websocket-client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The ComfyUI tree: $COMFYUI_DIR (`make test HOST=...` sets it), else the pinned host's (`make host`).
+COMFY_DIR = os.path.abspath(os.environ.get("COMFYUI_DIR") or os.path.join(ROOT, ".host", "ComfyUI"))
+CHECKPOINT = "tiny_sd15.safetensors"
+OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
+TESTING_NODES = os.path.join(ROOT, "tests", "support", "testing_nodes")
+
+
+def ensure_models(comfy_dir=COMFY_DIR):
+    """The tiny models (and the committed detector/SAM files) in the tree's models/ folders."""
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), comfy_dir], check=True)
+
+
+def link_testing_nodes(comfy_dir=COMFY_DIR):
+    """The test-only node pack (PSTest_* nodes) next to the real one in the tree's custom_nodes/."""
+    link = os.path.join(comfy_dir, "custom_nodes", "precision_safe_testing")
+    if os.path.realpath(link) != TESTING_NODES:
+        if os.path.islink(link):
+            os.unlink(link)
+        os.symlink(TESTING_NODES, link)
+
+
+def import_comfy(comfy_dir=COMFY_DIR):
+    """ComfyUI imported into this process as main.py imports it, on the CPU, with its custom nodes loaded;
+    returns its `nodes` module (NODE_CLASS_MAPPINGS)."""
+    if "--cpu" not in sys.argv:
+        sys.argv = [sys.argv[0], "--cpu"]  # before comfy.cli_args is imported: no CUDA probing
+    if comfy_dir not in sys.path:
+        sys.path.insert(0, comfy_dir)
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import comfy.cli_args  # noqa: F401  (parsed now, with --cpu)
+    import utils.install_util  # noqa: F401  (as main.py: before `nodes` puts comfy/ with its utils.py on sys.path)
+    import nodes
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    return nodes
+
+
+# An API prompt that must stop on node "5" (SafeVAEDecode): a bf16 LATENT (from the test-only PSTest_CastLatent)
+# under a policy with on_mismatch=error.
+ERROR_MODE_PROMPT = {
+    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+    "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
+    "3": {"class_type": "PSTest_CastLatent", "inputs": {"samples": ["2", 0], "dtype": "bf16"}},
+    "4": {"class_type": "PrecisionSafePolicy", "inputs": {
+        "unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
+        "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "error", "on_nonfinite": "retry"}},
+    "5": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2],
+                                                           "context": ["4", 0]}},
+    "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+}
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

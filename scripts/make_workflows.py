@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_client import ComfyServer, _has_control_widget, _input_specs, _is_widget  # noqa: E402
+from comfy_client import COMFY_DIR, ComfyServer, _has_control_widget, _input_specs, _is_widget  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COL_W, ROW_H = 340, 40
@@ -45,9 +45,7 @@ class Workflow:
                                        "link": None})
         if widgets:
             raise KeyError(f"{type_} has no widgets {sorted(widgets)}")
-        names = info.get("output_name") or info["output"]
-        node["outputs"] = [{"name": n, "type": t, "links": [], "slot_index": i}
-                           for i, (n, t) in enumerate(zip(names, info["output"]))]
+        node["outputs"] = [{"name": t, "type": t, "links": [], "slot_index": i} for i, t in enumerate(info["output"])]
         self.nodes.append(node)
         return node
 
@@ -59,7 +57,15 @@ class Workflow:
         self.links.append([link_id, src["id"], slot, dst["id"], dst["inputs"].index(inp), src["outputs"][slot]["type"]])
 
     def to_json(self):
-        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+        """Output slots are written up to the last linked one and named by their type: the editor rebuilds a
+        node's outputs from its definition on load (frontends 1.32 and 1.49), and the definitions' output names
+        and unlinked outputs differ between ComfyUI versions (0.33 names V3 outputs by their id and gives SaveImage
+        an IMAGE output), so the files come out the same whichever ComfyUI's /object_info built them."""
+        nodes = []
+        for node in self.nodes:
+            linked = [o["slot_index"] for o in node["outputs"] if o["links"]]
+            nodes.append({**node, "outputs": node["outputs"][:linked[-1] + 1] if linked else []})
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": nodes,
                 "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
@@ -192,7 +198,7 @@ def build_all(object_info) -> dict[str, dict]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--comfy", default=os.path.join(ROOT, ".host", "ComfyUI"))
+    ap.add_argument("--comfy", default=COMFY_DIR)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
     with ComfyServer(args.comfy) as server:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_client import ComfyServer, ui_to_api  # noqa: E402
+from comfy_client import COMFY_DIR, ComfyServer, ui_to_api  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def report_lines(name, workflow, run) -> list[str]:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--comfy", default=os.path.join(ROOT, ".host", "ComfyUI"))
+    ap.add_argument("--comfy", default=COMFY_DIR)
     ap.add_argument("--out", default=os.path.join(ROOT, "out"))
     args = ap.parse_args()
     out_root = os.path.abspath(args.out)

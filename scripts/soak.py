@@ -31,12 +31,11 @@ import numpy as np
 import psutil
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from comfy_client import ComfyServer, ui_to_api  # noqa: E402
+from comfy_client import (CHECKPOINT, COMFY_DIR, ERROR_MODE_PROMPT, ROOT, ComfyServer, ensure_models,
+                          link_testing_nodes, ui_to_api)
 
 REPEAT_SEED = 424242  # the fixed seed of the prompts that come back
-FAIL_NODE, FAIL_TYPE = "5", "PrecisionSafeVAEDecode"  # where tests/support/graphs.py's ERROR_MODE_PROMPT stops
+FAIL_NODE, FAIL_TYPE = "5", "PrecisionSafeVAEDecode"  # where comfy_client's ERROR_MODE_PROMPT stops
 FAIL_MESSAGE_PARTS = ("SafeVAEDecode #5", "input 'samples'", "got bf16", "expects fp32", "Fix:")
 
 
@@ -75,7 +74,6 @@ class Prompts:
 
     def build(self, kind, seed, dtype=None):
         if kind == "fail":
-            from graphs import ERROR_MODE_PROMPT  # tests/support, on sys.path from main()
             return json.loads(json.dumps(ERROR_MODE_PROMPT))
         base, seed_node = {"tour": (self.tour, self.tour_sampler), "rescue": (self.rescue, self.rescue_sampler),
                            "detailer": (self.detailer, self.detailer_node)}[kind]
@@ -156,7 +154,7 @@ def check_run(server, kind, run):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--comfy", default=os.path.join(ROOT, ".host", "ComfyUI"))
+    ap.add_argument("--comfy", default=COMFY_DIR)
     ap.add_argument("--count", type=int, default=200, help="prompts to queue")
     ap.add_argument("--max-seconds", type=float, default=900, help="stop queueing after this long (a violation)")
     ap.add_argument("--prompt-timeout", type=float, default=300)
@@ -168,13 +166,10 @@ def main():
     args = ap.parse_args()
 
     comfy = os.path.abspath(args.comfy)
-    os.environ["COMFYUI_DIR"] = comfy
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
-    import host_paths
-    if not os.path.exists(os.path.join(comfy, "models", "checkpoints", host_paths.CHECKPOINT)):
-        host_paths.ensure_models()
-    host_paths.link_testing_nodes()  # the PSTest_* nodes of the prompt that must fail
+    if not os.path.exists(os.path.join(comfy, "models", "checkpoints", CHECKPOINT)):
+        ensure_models(comfy)
+    link_testing_nodes(comfy)  # the PSTest_* nodes of the prompt that must fail
 
     out_dir = tempfile.mkdtemp(prefix="soak_out_")
     plan = schedule(args.count)

@@ -67,7 +67,8 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _connect)
     monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
 
-sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+# the harness (tests/support) and the client it shares with the scripts (scripts/comfy_client.py)
+sys.path[:0] = [os.path.join(ROOT, "tests", "support"), os.path.join(ROOT, "scripts")]
 
 
 @pytest.fixture(scope="session")

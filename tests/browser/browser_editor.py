@@ -36,15 +36,27 @@ _DRAWN = """(id) => {
 }"""
 
 
+def widget_values(workflow: dict) -> dict:
+    """Node id -> the widget values a UI-format workflow holds; [] for a node without widgets (frontend 1.32
+    saves [], 1.49 null)."""
+    return {n["id"]: n.get("widgets_values") or [] for n in workflow["nodes"]}
+
+
 class Editor:
     def __init__(self, page, server, page_errors):
         self.page, self.server, self.page_errors = page, server, page_errors
+        # where the server serves the pack's web folder: /extensions/<the folder the pack is installed in>/
+        main = next(u for u in server.get("/extensions") if u.endswith("/precision_safe.js"))
+        self.pack_url = main[:-len("precision_safe.js")]
 
     def open(self, timeout=90):
+        """Load the editor and wait until it is ready for a test's own workflow: the pack's extension registered
+        and the frontend's start-up workflow (the default one, or the tab restored after a reload) open. Frontend
+        1.49 opens it a moment after the graph exists; a workflow loaded before that would be switched away."""
         self.page.goto(self.server.url)
         self.page.wait_for_function(
-            f"() => window.app?.graph && window.app.extensions?.some(e => e.name === '{EXTENSION}')",
-            timeout=timeout * 1000)
+            f"() => window.app?.graph && window.app.extensions?.some(e => e.name === '{EXTENSION}')"
+            " && window.app.extensionManager?.workflow?.activeWorkflow", timeout=timeout * 1000)
         self.page.evaluate(_INSTALL_EVENT_LOG)
 
     def evaluate(self, js, arg=None):
@@ -83,8 +95,26 @@ class Editor:
     def drawn(self, node_id) -> dict:
         return self.page.evaluate(_DRAWN, node_id)
 
+    def shown_text(self, fragment, timeout=10) -> str:
+        """The text of the first visible page element (not the canvas) that shows `fragment`, once one does. Where
+        the frontend shows only a summary with a details button (1.49's error toast), that button is clicked, as a
+        user would to read the message."""
+        shown = self.page.get_by_text(fragment).first
+        details = self.page.get_by_role("button", name="details")
+        deadline = time.time() + timeout
+        while not shown.is_visible():
+            if time.time() > deadline:
+                raise TimeoutError(f"no page element shows {fragment!r} after {timeout} s")
+            if details.count() and details.first.is_visible():
+                details.first.click()
+            self.page.wait_for_timeout(200)
+        return shown.inner_text()
+
     def dismiss_dialogs(self):
+        """Close the frontend's dialogs and toasts (they cover the canvas in screenshots)."""
         for _ in range(3):
+            for close in self.page.locator(".p-toast-close-button").all():
+                close.click()
             if not self.page.locator(".p-dialog").count():
                 return
             self.page.keyboard.press("Escape")

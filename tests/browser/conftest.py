@@ -16,9 +16,8 @@ import urllib.parse
 
 import pytest
 
-from host_paths import COMFY_DIR, ROOT, ensure_models, link_testing_nodes
+from comfy_client import COMFY_DIR, ROOT, ComfyServer, ensure_models, link_testing_nodes
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -45,7 +44,6 @@ def _frontend_static() -> str:
 
 @pytest.fixture(scope="module")
 def web_server(tmp_path_factory):
-    from comfy_client import ComfyServer
     static = _frontend_static()
     ensure_models()
     link_testing_nodes()

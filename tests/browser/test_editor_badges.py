@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from browser_editor import widget_values
 from host_paths import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -83,11 +84,11 @@ def rescue(editor, screenshots):
 def test_extension_loads_offline(editor, browser_context, blocked_requests):
     names = editor.evaluate("() => app.extensions.map(e => e.name)")
     assert "precision_safe.Badges" in names
-    pack = "/extensions/comfyui-precision-safe/"
+    pack = editor.pack_url  # /extensions/<the folder the pack is installed in>/
     for module in ("precision_safe.js", "common/report_view.js", "common/canvas_draw.js"):
         assert (pack + module, 200) in editor.responses
     # the frontend logs its own 404s (no templates here) and warnings; none may come from this pack's modules
-    assert not [e for e in editor.page_errors if "comfyui-precision-safe" in e or "precision_safe" in e], \
+    assert not [e for e in editor.page_errors if pack in e or "precision_safe" in e], \
         editor.page_errors
     # the route handler aborts requests to other hosts (probed from a blank page: the editor's own CSP would
     # stop this one before it reached the route; 192.0.2.1 is TEST-NET-1, never routable)
@@ -190,8 +191,7 @@ def test_inspect_report_is_restored_when_the_saved_workflow_is_reopened(editor, 
     saved_prompt = editor.evaluate("async () => JSON.stringify(await app.graphToPrompt())")
     saved = json.dumps(json.loads(saved_prompt)["workflow"])
     # the report widget is not serialised: widget values and the API prompt are what the node definitions say
-    bundled = {n["id"]: n.get("widgets_values") for n in _workflow(RESCUE)["nodes"]}
-    assert {n["id"]: n.get("widgets_values") for n in json.loads(saved)["nodes"]} == bundled
+    assert widget_values(json.loads(saved)) == widget_values(_workflow(RESCUE))
     assert "precision_safe_report" not in json.dumps(json.loads(saved_prompt)["output"])
     before = {i: editor.view(i) for i in editor.evaluate(
         "() => app.graph._nodes.filter(n => n.type === 'PrecisionSafeDtypeInspect').map(n => n.id)")}
@@ -248,8 +248,7 @@ def test_precision_error_is_shown_on_the_node_that_raised_it(editor, screenshots
     assert f"SafeVAEDecode #{decode}, input 'samples'" in problem and "got bf16" in problem
     assert fix.startswith("Fix: ") and "on_mismatch" in fix
     # the frontend's own error display carries the pack's message too
-    editor.page.wait_for_selector(".p-dialog", timeout=5000)
-    assert f"SafeVAEDecode #{decode}" in editor.page.locator(".p-dialog").first.inner_text()
+    assert f"SafeVAEDecode #{decode}" in editor.shown_text(f"SafeVAEDecode #{decode}")
     editor.dismiss_dialogs()
     drawn = editor.drawn(decode)
     assert _drawn_in(drawn, "✖ precision error", BADGE_FG["error"])
@@ -305,8 +304,8 @@ DETAILER_RECORD = {
 def test_detailer_record_shows_like_safe_decode(editor):
     """The Detailer (PrecisionSafeDetailer) sends the same record: roles as badges, retries/casts/warnings in
     warning colour. Fed through the node's real onExecuted when the type is registered, else through the view."""
-    result = editor.evaluate("""async (record) => {
-      const { buildView } = await import("/extensions/comfyui-precision-safe/common/report_view.js");
+    result = editor.evaluate("""async ([record, pack]) => {
+      const { buildView } = await import(pack + "common/report_view.js");
       const pure = buildView("PrecisionSafeDetailer", { record }, { live: true });
       if (!LiteGraph.registered_node_types["PrecisionSafeDetailer"]) return { pure, node: null };
       const node = LiteGraph.createNode("PrecisionSafeDetailer");
@@ -314,7 +313,7 @@ def test_detailer_record_shows_like_safe_decode(editor):
       app.graph.add(node);
       node.onExecuted({ text: ["..."], precision_safe: [record] });
       return { pure, node: node.psView(), id: node.id };
-    }""", DETAILER_RECORD)
+    }""", [DETAILER_RECORD, editor.pack_url])
     for view in filter(None, (result["pure"], result["node"])):
         assert {"text": "4 roles · cpu", "kind": "info"} in view["badges"]  # more than 2 roles: a table
         table = next(b for b in view["blocks"] if b["type"] == "table")

@@ -1,10 +1,12 @@
 """ComfyUI's real executor, in this process: boot once, then run API-format prompts and collect what happened."""
 import asyncio
+import collections
 import dataclasses
+import inspect
 import sys
 import uuid
 
-from host_paths import COMFY_DIR, ensure_models, link_testing_nodes
+from comfy_client import ensure_models, import_comfy, link_testing_nodes
 
 
 class _Server:
@@ -37,20 +39,13 @@ class ComfyHost:
     def __init__(self):
         ensure_models()
         link_testing_nodes()
-        if "--cpu" not in sys.argv:
-            sys.argv = [sys.argv[0], "--cpu"]
-        sys.path.insert(0, COMFY_DIR)
-        import comfy.options
-        comfy.options.enable_args_parsing()
-        import comfy.cli_args  # noqa: F401  (parsed now, with --cpu)
-        import utils.install_util  # noqa: F401  (as main.py: before `nodes` puts comfy/ with its utils.py on sys.path)
+        self.nodes = import_comfy()
         import execution
-        import nodes
-        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-        self.nodes = nodes
         self.execution = execution
         self.server = _Server()
-        self.executor = execution.PromptExecutor(self.server, cache_args={"lru": 0, "ram": 0})
+        # The classic cache (what main.py uses without cache flags). main.py's cache_args keys change between
+        # versions (0.33 adds "ram_inactive"); every size is 0 with this cache, so any key reads 0.
+        self.executor = execution.PromptExecutor(self.server, cache_args=collections.defaultdict(int))
 
     def node_class(self, node_id):
         return self.nodes.NODE_CLASS_MAPPINGS[node_id]
@@ -63,6 +58,8 @@ class ComfyHost:
     def output(self, node_id, index=0):
         """A node's output value from the last run (read from the executor's output cache)."""
         entry = self.executor.caches.outputs.get(str(node_id))
+        if inspect.isawaitable(entry):  # a coroutine on newer ComfyUI (0.33)
+            entry = asyncio.run(entry)
         assert entry is not None, f"node {node_id} has no cached output"
         return entry.outputs[index][0]
 

@@ -1,5 +1,5 @@
 """API-format prompts for the in-process and server tests, built with ComfyUI's own GraphBuilder."""
-from host_paths import CHECKPOINT, OVERFLOW_VAE
+from comfy_client import CHECKPOINT, ERROR_MODE_PROMPT, OVERFLOW_VAE  # noqa: F401  (ERROR_MODE_PROMPT: for the tests)
 
 
 def txt2img(g, size=64, batch=1, seed=0, steps=2, model=None, clip=None):
@@ -48,16 +48,3 @@ def detailer(g, image, ckpt, detector="bbox/tiny_shapes_bbox.pt", sam=True, **ov
     kw.update(over)
     return g.node("PrecisionSafeDetailer", **kw)
 
-
-# An API prompt that must stop on node "5" (SafeVAEDecode): a bf16 LATENT under a policy with on_mismatch=error.
-ERROR_MODE_PROMPT = {
-    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-    "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
-    "3": {"class_type": "PSTest_CastLatent", "inputs": {"samples": ["2", 0], "dtype": "bf16"}},
-    "4": {"class_type": "PrecisionSafePolicy", "inputs": {
-        "unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
-        "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "error", "on_nonfinite": "retry"}},
-    "5": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["3", 0], "vae": ["1", 2],
-                                                           "context": ["4", 0]}},
-    "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
-}

@@ -120,7 +120,9 @@ class HalfWeightsModel:
         import copy
         import comfy.model_patcher
         base = model.model
-        memo = {}
+        # the config is shared, not copied: newer ComfyUI's config answers None for any attribute it lacks, so
+        # deepcopy would call its "__setstate__"
+        memo = {id(base.model_config): base.model_config}
         for t in list(base.diffusion_model.parameters()):
             if t.is_floating_point() and id(t) not in memo:
                 memo[id(t)] = torch.nn.Parameter(t.detach().to(DTYPES[dtype]), requires_grad=False)
