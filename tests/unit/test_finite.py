@@ -39,3 +39,12 @@ def test_stats_report_nan_inf_and_range_of_finite_values():
     assert (info["nan"], info["inf"], info["min"], info["max"], info["dtype"]) == (1, 1, 0.0, 1.0, "fp16")
     assert nonfinite_counts(x) == (1, 1)
     assert "NaN 1 Inf 1 !" in format_stats("image", info)
+
+
+def test_channels_last_views_as_comfy_decodes_them():
+    x = torch.rand(3, 3, 16, 16)
+    x[2, 1, 5, 5] = float("nan")
+    view = x.movedim(1, -1)  # what VAE.decode hands over: NHWC, not contiguous
+    assert not view.is_contiguous()
+    assert nonfinite_items(view) == [2]
+    assert nonfinite_items(torch.tensor([1.0, float("inf"), 2.0])) == [1]  # a batch of scalars
