@@ -40,7 +40,8 @@ bench: models
 
 # On a CUDA machine with this host; on the lent GPU machine use `bash scripts/gpu_run.sh` (see BENCHMARKS.md).
 bench-gpu: models
-	$(PY) scripts/bench_gpu.py --comfy $(COMFY) --detailer
+	$(PY) scripts/make_tiny_models.py $(COMFY) --full
+	$(PY) scripts/bench_server.py --comfy $(COMFY) --cuda --ckpt sd15_full_random.safetensors --size 512 --steps 20
 
 # 200 prompts over the HTTP API: expected outcomes, same prompt -> same image, resident memory flat (issue 6).
 soak: models

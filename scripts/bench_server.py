@@ -7,7 +7,8 @@ ratio is printed beside an A/A ratio: the baseline timed twice in the same run.
 Sections (--sections, default all):
   ksampler  KSampler's MODEL from: the loader (stock) / PrecisionPolicy auto / PrecisionPolicy unet=fp16 /
             PrecisionGuard, each blocked (warm-up, then n prompts), stock twice for the A/A floor.
-  share     stock and policy-auto MODELs alternating prompt by prompt, and both branches in one prompt, vs alone.
+  share     stock and policy-auto MODELs alternating prompt by prompt, and both branches in one prompt, against the
+            same with the stock MODEL twice.
   bf16      PrecisionPolicy unet=bf16 (weights converted once) vs a second server started with --bf16-unet (stock
             loaded at bf16); GPU memory from /system_stats after each.
   decode    SafeVAEDecode vs core VAEDecode at --decode-size (default 1024), interleaved, core twice for A/A.
@@ -31,6 +32,7 @@ from comfy_client import ComfyServer  # noqa: E402
 POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
               sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast", on_nonfinite="retry")
 TINY = "tiny_sd15.safetensors"
+OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
 
 
 def sampler_prompt(ckpt, source, seed, size, steps, unet="auto", cfg=7.0):
@@ -55,11 +57,13 @@ def sampler_prompt(ckpt, source, seed, size, steps, unet="auto", cfg=7.0):
     return p
 
 
-def two_branch_prompt(ckpt, seed, size, steps):
-    """Stock KSampler ("6") and a policy-auto KSampler ("16") sharing one loader, in one prompt."""
+def two_branch_prompt(ckpt, seed, size, steps, second="policy"):
+    """Two KSamplers sharing one loader in one prompt: "6" on the stock MODEL, "16" on `second` (the policy-auto
+    clone, or the stock MODEL again: the same work with nothing shared across a clone)."""
     p = sampler_prompt(ckpt, "stock", seed, size, steps)
-    q = sampler_prompt(ckpt, "policy", seed + 1, size, steps)
-    p["5"] = q["5"]
+    q = sampler_prompt(ckpt, second, seed + 1, size, steps)
+    if second == "policy":
+        p["5"] = q["5"]
     p["16"] = {**q["6"], "inputs": {**q["6"]["inputs"]}}
     p["17"] = {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["16", 0]}}
     return p
@@ -72,6 +76,22 @@ def decode_prompt(ckpt, core, mult, size):
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "5": {"class_type": "LatentMultiply", "inputs": {"samples": ["4", 0], "multiplier": mult}},
         "6": {"class_type": node, "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["6", 0]}},
+    }
+
+
+def overflow_prompt(vae_dtype, mult, size):
+    """A VAE that overflows in fp16 (scripts/make_tiny_models.py) decoding a real latent (a grey image encoded,
+    scaled by 100 * `mult`, mult <= 1) through a policy: at fp16 SafeVAEDecode finds the NaN and decodes again at
+    bf16; at bf16 it decodes once."""
+    return {
+        "1": {"class_type": "VAELoader", "inputs": {"vae_name": OVERFLOW_VAE}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": 8421504}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 0]}},
+        "4": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "vae_dtype": vae_dtype, "vae": ["1", 0]}},
+        "8": {"class_type": "LatentMultiply", "inputs": {"samples": ["3", 0], "multiplier": 10.0}},
+        "5": {"class_type": "LatentMultiply", "inputs": {"samples": ["8", 0], "multiplier": 10.0 * mult}},
+        "6": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["5", 0], "vae": ["4", 3]}},
         "7": {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": ["6", 0]}},
     }
 
@@ -162,34 +182,35 @@ def section_ksampler(b: Bench, a, out):
 
 
 def section_share(b: Bench, a, out):
+    """Switching between the stock MODEL and a policy-auto clone of it, against switching between stock and stock:
+    alternating prompts (each round: stock, policy, stock, stock) and both branches in one prompt, interleaved."""
     ck, size, steps = a.ckpt, a.size, a.steps
     stock = lambda s: sampler_prompt(ck, "stock", s, size, steps)  # noqa: E731
     pol = lambda s: sampler_prompt(ck, "policy", s, size, steps)  # noqa: E731
-    alone_stock, alone_policy = b.blocked(stock, a.n), b.blocked(pol, a.n)
-    inter_stock, inter_policy = [], []
-    for _ in range(2):  # warm-up of the alternation
-        b.node_ms(stock(b.next_seed())), b.node_ms(pol(b.next_seed()))
-    for _ in range(a.n):
-        inter_stock.append(b.node_ms(stock(b.next_seed())))
-        inter_policy.append(b.node_ms(pol(b.next_seed())))
-    both = []
-    for i in range(a.n + 2):
-        t = b.node_ms(two_branch_prompt(ck, b.next_seed() * 2, size, steps), "6", extra=["16"])
-        if i >= 2:
-            both.append(t["6"] + t["16"])
-    alone_sum = statistics.median(alone_stock) + statistics.median(alone_policy)
-    again = b.blocked(stock, a.n)
-    res = {"alone_ms": {"stock": med(alone_stock), "policy_auto": med(alone_policy)},
-           "alternating_ms": {"stock": med(inter_stock), "policy_auto": med(inter_policy)},
-           "alternating/alone": {"stock": ratio(inter_stock, alone_stock),
-                                 "policy_auto": ratio(inter_policy, alone_policy)},
-           "one_prompt_both_branches_ms": med(both),
-           "one_prompt_both/alone_sum": round(statistics.median(both) / alone_sum, 4),
-           "aa_stock_again/stock": ratio(again, alone_stock),
-           "raw_ms": {"alone_stock": alone_stock, "alone_policy": alone_policy, "inter_stock": inter_stock,
-                      "inter_policy": inter_policy, "both": both, "stock_again": again}}
+    seq = [("stock_before_policy", stock), ("policy_after_stock", pol), ("stock_before_stock", stock),
+           ("stock_after_stock", stock)]
+    alt = {k: [] for k, _ in seq}
+    pairs = {"stock+policy": [], "stock+stock": [], "stock+stock_again": []}
+    for i in range(2 + a.n * 2):
+        for k, make in seq:
+            t = b.node_ms(make(b.next_seed()))
+            if i >= 2:
+                alt[k].append(t)
+        names = list(pairs)
+        for k in names[i % 3:] + names[:i % 3]:
+            t = b.node_ms(two_branch_prompt(ck, b.next_seed() * 2, size, steps, "policy" if k == "stock+policy"
+                                            else "stock"), "6", extra=["16"])
+            if i >= 2:
+                pairs[k].append(t["6"] + t["16"])
+    res = {"alternating_ms": {k: med(v) for k, v in alt.items()},
+           "policy_after_stock/stock_after_stock": ratio(alt["policy_after_stock"], alt["stock_after_stock"]),
+           "aa_stock_before_stock/stock_before_policy": ratio(alt["stock_before_stock"], alt["stock_before_policy"]),
+           "one_prompt_pair_ms": {k: med(v) for k, v in pairs.items()},
+           "pair stock+policy / stock+stock": ratio(pairs["stock+policy"], pairs["stock+stock"]),
+           "aa_pair stock+stock_again / stock+stock": ratio(pairs["stock+stock_again"], pairs["stock+stock"]),
+           "raw_ms": {"alternating": alt, "pairs": pairs}}
     out["share"] = res
-    print("share:", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+    print("share (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
 
 
 def section_bf16(b: Bench, a, out, start_server):
@@ -235,6 +256,16 @@ def section_decode(b: Bench, a, out):
            "safe_node_gap_ms (same run)": round(run.node_seconds()["6"] * 1000, 2), "raw_ms": times}
     out["decode"] = res
     print("decode (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
+    makes = {k: (lambda s, d=d: overflow_prompt(d, 1.0 - s * 1e-4, a.decode_size))
+             for k, d in (("bf16_direct", "bf16"), ("fp16_then_retry", "fp16"), ("bf16_direct_again", "bf16"))}
+    times = interleaved(b, makes, a.n)
+    run = b.server.run(overflow_prompt("fp16", 0.95, a.decode_size))
+    res = {"ms": {k: med(v) for k, v in times.items()},
+           "fp16_then_retry/bf16_direct": ratio(times["fp16_then_retry"], times["bf16_direct"]),
+           "aa_bf16_direct_again/bf16_direct": ratio(times["bf16_direct_again"], times["bf16_direct"]),
+           "retry_record": run.precision_records()["6"].get("retries"), "raw_ms": times}
+    out["overflow_decode"] = res
+    print("overflow decode (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
 
 
 def section_inspect(b: Bench, a, out):
