@@ -1,0 +1,113 @@
+"""The nodes enforce downstream inserts (never added by hand): a wrapper standing in for a governed node under its
+id, and the conform step its expansion runs before the original node."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from .host import run_records
+from .host.conform_value import Step, conform_values, policy_label
+from .host.enforce import CONFORM, expansion
+from .host.guard import GuardInfo
+from .precision.enforce import CONTEXT, MAX_OUTPUTS, SPEC, WRAPPER, WRAPPER_OUTPUT, Spec
+from .precision.report import PrecisionRecord
+from .types import CATEGORY, PrecisionContextType
+
+INTERNAL = f"{CATEGORY}/internal"
+
+
+class _Any(str):
+    """A type name that matches every input type in ComfyUI's link validation (its documented `__ne__` extension):
+    the wrapper's outputs are whatever the node it stands in for returns."""
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = str.__hash__
+
+
+AnyOutput = io.Custom(_Any("*"))
+
+
+def _wrapper_schema(node_id: str, output_node: bool) -> io.Schema:
+    return io.Schema(
+        node_id=node_id,
+        display_name="Enforced " + ("output node" if output_node else "node") + " (inserted by Precision Policy)",
+        category=INTERNAL,
+        description="Inserted by Precision Policy's enforce_downstream in place of a node downstream of it (same id, "
+                    "same inputs); runs that node with its inputs conformed to the precision context. Not meant to "
+                    "be added by hand.",
+        inputs=[io.String.Input(SPEC, tooltip="What this node stands in for (JSON), written by enforce_downstream."),
+                PrecisionContextType.Input(CONTEXT, tooltip="The enforcing PrecisionPolicy's context.")],
+        outputs=[AnyOutput.Output(f"out{i}", tooltip="Output of the node this stands in for.")
+                 for i in range(MAX_OUTPUTS)],
+        hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
+        is_input_list=True, is_output_node=output_node, enable_expand=True,
+    )
+
+
+class _Enforced(io.ComfyNode):
+    """What both wrappers run. (Each wrapper subclasses this, not the other: ComfyUI caches schema facts such as
+    OUTPUT_NODE on the class, and a subclass would read its parent's.)"""
+
+    @classmethod
+    def execute(cls, **inputs) -> io.NodeOutput:  # the governed node's own inputs arrive too; they order the run
+        spec = Spec.loads(inputs[SPEC][0])
+        node = cls.hidden.dynprompt.get_node(cls.hidden.unique_id)
+        graph, original = expansion(spec, node)
+        import nodes
+        n = len(nodes.NODE_CLASS_MAPPINGS[spec.class_type].RETURN_TYPES)
+        # a node without outputs still returns one placeholder: ComfyUI's expansion needs a result tuple
+        return io.NodeOutput(*([original.out(i) for i in range(n)] or [None]), expand=graph.finalize())
+
+
+class EnforcedNode(_Enforced):
+    @classmethod
+    def define_schema(cls):
+        return _wrapper_schema(WRAPPER, output_node=False)
+
+
+class EnforcedOutputNode(_Enforced):
+    @classmethod
+    def define_schema(cls):
+        return _wrapper_schema(WRAPPER_OUTPUT, output_node=True)
+
+
+class ConformStep(io.ComfyNode):
+    """One input of a governed node, conformed: tensors cast to the context's intermediate dtype (recorded) or
+    refused in error mode, models as clones carrying the context. Lists pass through item by item."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=CONFORM,
+            display_name="Conform input (inserted by Precision Policy)",
+            category=INTERNAL,
+            description="Inserted by enforce_downstream before a governed node: conforms one of its inputs to the "
+                        "precision context. Its errors are reported on the governed node. Not meant to be added by "
+                        "hand.",
+            inputs=[io.AnyType.Input("value", tooltip="The value the governed node would have got."),
+                    PrecisionContextType.Input("context", tooltip="The enforcing PrecisionPolicy's context."),
+                    io.String.Input("kind", tooltip="IMAGE, LATENT, MASK, CONDITIONING, MODEL, CLIP, VAE, ..."),
+                    io.String.Input("input_name", tooltip="The governed node's input."),
+                    io.String.Input("node", tooltip="The governed node, as messages name it."),
+                    io.String.Input("policy", tooltip="Id of the enforcing PrecisionPolicy.")],
+            outputs=[io.AnyType.Output("value_out", display_name="value", is_output_list=True,
+                                       tooltip="The conformed value.")],
+            hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
+            is_input_list=True,
+        )
+
+    @classmethod
+    def execute(cls, value, context, kind, input_name, node, policy) -> io.NodeOutput:
+        node, name, pid = node[0], input_name[0], policy[0]
+        real_id = cls.hidden.dynprompt.get_real_node_id(cls.hidden.unique_id)
+        record = PrecisionRecord(node=node, context_source=f"enforced by {policy_label(pid)}")
+        prompt_id = run_records.executing()[0]
+        guard = GuardInfo(guard_node=f"enforced by {policy_label(pid)}", prompt_id=prompt_id, ctx=context[0],
+                          node=node)
+        step = Step(node, name, policy_label(pid), context[0], record, guard)
+        out = conform_values(kind[0], value, step)
+        if record.casts or record.notes:
+            run_records.add(record, node_id=real_id,
+                            class_type=cls.hidden.dynprompt.get_node(real_id).get("class_type"))
+        return io.NodeOutput(out)
