@@ -39,10 +39,18 @@ def model_patches(model) -> list[tuple[str, object, tuple]]:
 
 
 class PatchAtBoundary:
-    """A patch called with its tensor arguments at its own dtype; tensors it returns go back at the caller's."""
+    """A patch called with its tensor arguments at `dtype`; tensors it returns go back at the caller's dtype.
+
+    ComfyUI moves patches that have `.to` with the model when it loads it, to its device and to its *storage* dtype
+    (so an fp8-stored UNet would cast a patch to fp8): this one follows device moves and keeps its dtype."""
 
     def __init__(self, patch, dtype: torch.dtype):
         self.patch, self.dtype = patch, dtype
+
+    def to(self, target):
+        if isinstance(target, torch.dtype) or not hasattr(self.patch, "to"):
+            return self
+        return PatchAtBoundary(self.patch.to(target), self.dtype)
 
     def __call__(self, *args, **kwargs):
         first = first_float(args)
@@ -89,13 +97,12 @@ def cast_patches_at_boundary(model) -> Optional[str]:
         if own is None or own == compute:
             continue
         if is_storage_only(own):
-            new = patch_at_dtype(patch, compute)
-            how = f"{dtype_name(own)} weights copied to {dtype_name(compute)}"
+            converted = patch_at_dtype(patch, compute)
+            if converted is None:
+                continue
+            new, how = PatchAtBoundary(converted, compute), f"{dtype_name(own)} weights copied to {dtype_name(compute)}"
         else:
-            new = PatchAtBoundary(patch, own)
-            how = f"runs {dtype_name(own)}, cast at its boundary"
-        if new is None:
-            continue
+            new, how = PatchAtBoundary(patch, own), f"runs {dtype_name(own)}, cast at its boundary"
         section, group, key = where
         to[section][group][key] = new
         done.append(f"{name} ({type(patch).__name__}: {how})")
