@@ -71,6 +71,13 @@ class EnforcedOutputNode(_Enforced):
     def define_schema(cls):
         return _wrapper_schema(WRAPPER_OUTPUT, output_node=True)
 
+    @classmethod
+    def fingerprint_inputs(cls, **inputs):
+        # Always run (it only builds the expansion): ComfyUI reports a cached output node's ui from that node's cache
+        # entry, and the ui is the expanded node's, so a cached wrapper would drop it from /history on a re-run. The
+        # expanded node itself (and the conform steps) are still reused from the wrapper's subcache.
+        return float("nan")
+
 
 class ConformStep(io.ComfyNode):
     """One input of a governed node, conformed: tensors cast to the context's intermediate dtype (recorded) or

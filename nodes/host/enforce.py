@@ -136,12 +136,12 @@ def governed_summary(prompt, policy_id) -> str:
     as they are (with why)."""
     prompt = prompt if isinstance(prompt, dict) else {}
     pid = str(policy_id)
-    governed = [enforce.label(nid, n) for nid, n in prompt.items() if isinstance(n, dict)
+    original = enforce.unwrap(prompt)
+    governed = [enforce.label(nid, original[nid]) for nid, n in prompt.items() if isinstance(n, dict)
                 and n.get("class_type") in enforce.WRAPPERS and str(n["inputs"].get(CONTEXT, [None])[0]) == pid]
     if not governed:
         return ("enforce downstream: on, but no node downstream takes a conformable input (or the prompt was "
                 "queued without the pack's handler)")
-    original = enforce.unwrap(prompt)
     left = enforce.rewrite(original, node_types(original)).left_out
     text = f"enforce downstream: {len(governed)} nodes get conformed inputs ({', '.join(sorted(governed))})"
     if left:
