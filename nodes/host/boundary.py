@@ -14,56 +14,19 @@ IMAGE; auto keeps its weights' dtype).
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 
 import comfy.model_patcher
 
+from ..precision.boundary import BoundaryForward
 from ..precision.context import PrecisionContext, dtype_name
+from ..precision.reach import is_storage_only, weights_dtype
 from ..precision.resolve import Resolution
 from .attach import module_at_dtype
-from ..precision.reach import is_storage_only, weights_dtype
 from .resolver import resolution
 
 KIND_ROLE = {"UPSCALE_MODEL": "intermediate", "CONTROL_NET": "unet", "CLIP_VISION": "text_encoder"}
-
-
-def cast_tree(value, dtype: torch.dtype):
-    """`value` with every float tensor in it (through tuples, lists and dicts) at `dtype`; the rest as it is."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype) if value.is_floating_point() and value.dtype != dtype else value
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(cast_tree(v, dtype) for v in value)
-    if isinstance(value, dict):
-        return {k: cast_tree(v, dtype) for k, v in value.items()}
-    return value
-
-
-def cast_args(values, dtype: torch.dtype):
-    """Top-level float tensors (and tuples/lists of them) at `dtype`; dicts of options are passed as they are."""
-    return type(values)(cast_tree(v, dtype) if not isinstance(v, dict) else v for v in values)
-
-
-def first_float(values) -> Optional[torch.Tensor]:
-    for v in values:
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v
-    return None
-
-
-class BoundaryForward:
-    """A module's forward with the casts at its boundary (set on a shallow copy of the module, so the module itself
-    and its other users keep their forward)."""
-
-    def __init__(self, forward, dtype: torch.dtype):
-        self.forward, self.dtype = forward, dtype
-
-    def __call__(self, *args, **kwargs):
-        first = first_float(list(args) + list(kwargs.values()))
-        out = self.forward(*cast_args(args, self.dtype),
-                           **dict(zip(kwargs, cast_args(list(kwargs.values()), self.dtype))))
-        return cast_tree(out, first.dtype) if first is not None and first.dtype != self.dtype else out
 
 
 def boundary_module(module: torch.nn.Module, want: Resolution, device) -> tuple[torch.nn.Module, str]:

@@ -14,10 +14,10 @@ from typing import Optional
 
 import torch
 
+from ..precision.boundary import PatchAtBoundary
 from ..precision.context import dtype_name
 from ..precision.reach import held, is_storage_only, weights_dtype
 from .attach import module_at_dtype
-from .boundary import cast_args, cast_tree, first_float
 from .resolver import model_compute_dtype
 
 
@@ -36,29 +36,6 @@ def model_patches(model) -> list[tuple[str, object, tuple]]:
             for i, fn in enumerate(fns):
                 found.append((f"wrapper {kind} {key}[{i}]", fn, ()))
     return found
-
-
-class PatchAtBoundary:
-    """A patch called with its tensor arguments at `dtype`; tensors it returns go back at the caller's dtype.
-
-    ComfyUI moves patches that have `.to` with the model when it loads it, to its device and to its *storage* dtype
-    (so an fp8-stored UNet would cast a patch to fp8): this one follows device moves and keeps its dtype."""
-
-    def __init__(self, patch, dtype: torch.dtype):
-        self.patch, self.dtype = patch, dtype
-
-    def to(self, target):
-        if isinstance(target, torch.dtype) or not hasattr(self.patch, "to"):
-            return self
-        return PatchAtBoundary(self.patch.to(target), self.dtype)
-
-    def __call__(self, *args, **kwargs):
-        first = first_float(args)
-        out = self.patch(*cast_args(args, self.dtype), **kwargs)
-        return cast_tree(out, first.dtype) if first is not None and first.dtype != self.dtype else out
-
-    def __deepcopy__(self, memo):  # ModelPatcher.clone deep-copies model_options: copy the patch as it would be
-        return PatchAtBoundary(copy.deepcopy(self.patch, memo), self.dtype)
 
 
 def patch_at_dtype(patch, dtype: torch.dtype):
