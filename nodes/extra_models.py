@@ -8,7 +8,6 @@ from .host.boundary import KIND_ROLE, WITH_POLICY
 
 _KINDS = (("upscale_model", io.UpscaleModel, "UPSCALE_MODEL"), ("control_net", io.ControlNet, "CONTROL_NET"),
           ("clip_vision", io.ClipVision, "CLIP_VISION"))
-NAMES = tuple(name for name, _, _ in _KINDS)
 
 
 def inputs() -> list:

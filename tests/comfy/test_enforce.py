@@ -110,3 +110,28 @@ def test_wrapped_nodes_get_the_same_result_as_unwrapped_ones_when_dtypes_agree(c
         return comfy.output(dec.id)  # a wrapper's output is the original node's, from inside its expansion
 
     assert torch.equal(decoded(False), decoded(True))
+
+
+def test_list_outputs_are_left_out_and_an_output_node_fed_a_list_gets_each_item_conformed(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16, batch=2)
+    p = policy(g)
+    p.set_input("enforce_downstream", True)
+    p.set_input("vae", ckpt.out(2))
+    dec = g.node("VAEDecode", samples=sampler.out(0), vae=p.out(3))
+    half = g.node("PSTest_CastImage", image=dec.out(0), dtype="bf16")
+    split = g.node("RebatchImages", images=half.out(0), batch_size=1)  # OUTPUT_IS_LIST: two IMAGEs
+    preview = g.node("PreviewImage", images=split.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix="precision_safe_tests/enforce_list")
+    r = comfy.run(g.finalize())
+    assert r.success, r.error
+    sent = comfy.last_prompt
+    assert sent[split.id]["class_type"] == "RebatchImages" and sent[preview.id]["class_type"].endswith("Output")
+    meta = comfy.executor.history_result["meta"]
+    shown = [v for k, v in r.outputs.items() if meta[k]["display_node"] == preview.id]
+    assert len(shown) == 1 and len(shown[0]["images"]) == 2  # the preview mapped over both items, as stock
+    records = comfy.pack_module("nodes.host.run_records").registered(_prompt_id(r))
+    assert [c for rec in records[preview.id] for c in rec["casts"]] == ["images: bf16 -> fp32"] * 2
+    assert f"left as they are: RebatchImages #{split.id} (an output carries a list" in \
+        r.ui(p.id)["precision_safe"][0]["notes"][-1]
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]  # the pack's own node: not wrapped

@@ -25,6 +25,12 @@ half-weight VAE into SafeVAEDecode | (the raw error above)                 | exp
 half-weight VAE into the Detailer  | (no core detailer)                    | explained, naming "vae encode"
 fp8 UNet (UNETLoader fp8_e4m3fn)   | runs, fp32 compute, nothing shows it  | Inspect: fp8/fp32; policy bf16 works
 CPU vs GPU tensors                 | not testable: the host runs --cpu     | (skipped)
+fp16 IMAGE into core upscale model | "Input type (c10::Half) and bias ..."  | enforce: image cast, boundary-cast copy
+half model patch (IPAdapter)       | "mat1 and mat2 ... Float and BFloat16"| Guard names the patch; fixes tested
+fp8 UNet + fp8 patch               | "Promotion for Float8 Types ..."      | recognised; enforce: patch at fp32
+half-weight ControlNet             | "mat1 and mat2 ..." on KSampler       | Guard names the ControlNet; fixes tested
+bf16 IMAGE into core Preview/Save  | numpy TypeError                       | enforce: cast before the saver
+LoRA into fp16-stored UNet         | NaN latent (merged into fp16)         | merged at bf16 / at the compute dtype
 
 docs/fault-corpus.md holds the same table with the test names.
 """
