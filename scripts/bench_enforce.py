@@ -1,10 +1,11 @@
 """What PrecisionPolicy's enforce_downstream costs.
 
 1. Per edge, in-process: conforming one value whose dtype already agrees with the context (the common case), per
-   kind: an IMAGE, a LATENT, a CONDITIONING; and a MODEL/VAE (a clone each time: the price of a model-like input).
-2. Per prompt, inside a real ComfyUI server: a small graph of cheap nodes (VAEDecode of a 16 px latent with the
-   policy's VAE, a chain of ImageInvert, PreviewImage) with enforce_downstream off and on, prompts interleaved, the
-   latent changed every prompt so every node after it runs again. Printed: medians, the on/off ratio beside the
+   kind: an IMAGE, a LATENT, a CONDITIONING; and a MODEL/VAE/CLIP (a clone each time: the price of a model-like
+   input). Then the on-prompt rewrite itself, once per POST.
+2. Per prompt, inside a real ComfyUI server: the policy's MODEL through a chain of cheap core nodes (RescaleCFG), with
+   enforce_downstream off and on, prompts interleaved, the first node's input changed every prompt so every node
+   after it runs again. Printed: medians, the on/off ratio beside the
    off/off ratio (the same graph timed twice: the noise floor), and the difference per wrapped node.
 
 Usage: python scripts/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge]
@@ -27,7 +28,7 @@ POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", de
               sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast", on_nonfinite="retry")
 
 
-def per_edge(comfy_dir: str) -> None:
+def per_edge(comfy_dir: str, chain: int) -> None:
     os.environ.setdefault("COMFYUI_DIR", comfy_dir)
     from comfy_inproc import ComfyHost
     import torch
@@ -56,29 +57,33 @@ def per_edge(comfy_dir: str) -> None:
         number = 2000 if kind in ("IMAGE", "LATENT", "CONDITIONING") else 50
         runs = timeit.repeat(lambda: cv.conform_value(kind, value, step()), number=number, repeat=7)
         print(f"  {kind:<13} {statistics.median(runs) / number * 1e6:9.1f} us per input")
+    graph = prompt(0, True, chain)
+    runs = timeit.repeat(lambda: host.prepare(graph), number=20, repeat=7)
+    print(f"the on-prompt rewrite of the {len(graph)}-node prompt below (ComfyUI's validation of it included): "
+          f"{statistics.median(runs) / 20 * 1000:.2f} ms per POST")
 
 
 def prompt(i: int, enforce: bool, chain: int) -> dict:
-    """A 16 px latent scaled by a factor that changes every prompt (so everything after it runs again), decoded with
-    the policy's VAE, then `chain` ImageInvert nodes and a PreviewImage: cheap nodes, so the per-node price shows."""
+    """The policy's MODEL through `chain` RescaleCFG nodes (cheap: each clones the MODEL and sets a function), the
+    first one's multiplier changed every prompt so every node after it runs again, then Dtype Inspect (an output
+    node of the pack, not wrapped). Cheap nodes, so the price per wrapped node is not buried under sampling."""
     p = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
-        "2": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "vae": ["1", 2], "enforce_downstream": enforce}},
-        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
-        "4": {"class_type": "LatentMultiply", "inputs": {"samples": ["3", 0], "multiplier": 1.0 + i * 1e-4}},
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["2", 3]}},
+        "2": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "model": ["1", 0],
+                                                              "enforce_downstream": enforce}},
     }
-    last = "5"
+    last = ["2", 1]
     for k in range(chain):
-        p[str(10 + k)] = {"class_type": "ImageInvert", "inputs": {"image": [last, 0]}}
-        last = str(10 + k)
-    p["9"] = {"class_type": "PreviewImage", "inputs": {"images": [last, 0]}}
+        p[str(10 + k)] = {"class_type": "RescaleCFG", "inputs": {
+            "model": last, "multiplier": round((i % 9000) * 1e-4, 4) if k == 0 else 0.7}}
+        last = [str(10 + k), 0]
+    p["3"] = {"class_type": "PrecisionSafeDtypeInspect", "inputs": {"value": last, "strict": False}}
     return p
 
 
 def per_prompt(comfy_dir: str, n: int, chain: int) -> None:
     from comfy_client import ComfyServer
-    wrapped = chain + 2  # VAEDecode, the ImageInverts, PreviewImage
+    wrapped = chain  # the RescaleCFG nodes
     times = {"off": [], "off again": [], "on": []}
     with ComfyServer(comfy_dir) as server:
         i = 0
@@ -110,7 +115,7 @@ def main():
     ap.add_argument("--skip-edge", action="store_true")
     args = ap.parse_args()
     if not args.skip_edge:
-        per_edge(args.comfy)
+        per_edge(args.comfy, args.chain)
     per_prompt(args.comfy, args.n, args.chain)
 
 

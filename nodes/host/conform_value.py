@@ -9,7 +9,6 @@ given is changed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import torch
 
@@ -137,5 +136,5 @@ def conform_values(kind: str, values: list, step: Step) -> list:
     return [conform_value(kind, v, step) for v in values]
 
 
-def policy_label(policy_id: Optional[str]) -> str:
-    return f"PrecisionPolicy #{policy_id}" if policy_id is not None else "PrecisionPolicy"
+def policy_label(policy_id: str) -> str:
+    return f"PrecisionPolicy #{policy_id}"

@@ -13,7 +13,8 @@ import contextlib
 import copy
 import dataclasses
 import functools
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
 
@@ -130,14 +131,37 @@ def _controls(guider) -> dict:
     return found
 
 
+class _OnFailure(Mapping):
+    """A mapping built on first use: the explainer reads `modules` and `roles` only after an error escaped, so the
+    walk over patches and ControlNets costs nothing while nothing fails."""
+
+    def __init__(self, build):
+        self._build, self._built = build, None
+
+    def _get(self) -> dict:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self):
+        return len(self._get())
+
+
 def _model_scope(info: GuardInfo, base, inputs, patcher=None, guider=None):
     """`base` is the BaseModel (an nn.Module): its diffusion model is the 'unet' role, the rest (sampling, casts) too.
     The patcher's patches and the conditioning's ControlNets come first: a clash inside one of them names it."""
-    parts = {**(patch_modules(patcher) if patcher is not None else {}), **(_controls(guider) if guider else {})}
-    modules = {**parts, "unet": getattr(base, "diffusion_model", base), "model": base}
+    def parts() -> dict:
+        return {**(patch_modules(patcher) if patcher is not None else {}), **(_controls(guider) if guider else {})}
+    modules = _OnFailure(lambda: {**parts(), "unet": getattr(base, "diffusion_model", base), "model": base})
+    roles = _OnFailure(lambda: {"model": "unet", **{k: "unet" for k in parts()}})
     declared = base.get_dtype() if hasattr(base, "get_dtype") else None
-    return _translate(info, "MODEL", "unet", declared, modules, inputs,
-                      roles={"model": "unet", **{k: "unet" for k in parts}})
+    return _translate(info, "MODEL", "unet", declared, modules, inputs, roles=roles)
 
 
 def _outer_sample(info: GuardInfo, executor, *args, **kwargs):
