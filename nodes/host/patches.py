@@ -23,7 +23,8 @@ from .resolver import model_compute_dtype
 
 def model_patches(model) -> list[tuple[str, object, tuple]]:
     """(name, patch, where) for every patch on a MODEL: where is the path to it in transformer_options."""
-    to = getattr(model, "model_options", {}).get("transformer_options", {})
+    options = getattr(model, "model_options", {})
+    to = options.get("transformer_options", {})
     found = []
     for name, patches in (to.get("patches") or {}).items():
         for i, p in enumerate(patches):
@@ -31,6 +32,8 @@ def model_patches(model) -> list[tuple[str, object, tuple]]:
     for name, blocks in (to.get("patches_replace") or {}).items():
         for key, p in blocks.items():
             found.append((f"{name} replace {key}", p, ("patches_replace", name, key)))
+    if options.get("model_function_wrapper") is not None:
+        found.append(("model_function_wrapper", options["model_function_wrapper"], ()))
     for kind, by_key in (getattr(model, "wrappers", None) or {}).items():
         for key, fns in by_key.items():
             for i, fn in enumerate(fns):

@@ -123,7 +123,7 @@ def test_list_outputs_are_left_out_and_an_output_node_fed_a_list_gets_each_item_
     split = g.node("RebatchImages", images=half.out(0), batch_size=1)  # OUTPUT_IS_LIST: two IMAGEs
     preview = g.node("PreviewImage", images=split.out(0))
     save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix="precision_safe_tests/enforce_list")
-    r = comfy.run(g.finalize())
+    r = comfy.run(g.finalize(), fresh=True)  # the policy runs (not reused from an earlier test): its note is this one
     assert r.success, r.error
     sent = comfy.last_prompt
     assert sent[split.id]["class_type"] == "RebatchImages" and sent[preview.id]["class_type"].endswith("Output")
