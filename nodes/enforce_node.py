@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from .host import run_records
 from .host.conform_value import Step, conform_values, policy_label
-from .host.enforce import CONFORM, expansion
+from .host.enforce import CONFORM, expansion, value_input
 from .host.guard import GuardInfo
 from .precision.enforce import CONTEXT, MAX_OUTPUTS, SPEC, WRAPPER, WRAPPER_OUTPUT, Spec
 from .precision.report import PrecisionRecord
@@ -80,41 +80,37 @@ class EnforcedOutputNode(_Enforced):
 
 
 class ConformStep(io.ComfyNode):
-    """One input of a governed node, conformed: tensors cast to the context's intermediate dtype (recorded) or
+    """The inputs of a governed node, conformed: tensors cast to the context's intermediate dtype (recorded) or
     refused in error mode, models as clones carrying the context. Lists pass through item by item."""
 
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id=CONFORM,
-            display_name="Conform input (inserted by Precision Policy)",
+            display_name="Conform inputs (inserted by Precision Policy)",
             category=INTERNAL,
-            description="Inserted by enforce_downstream before a governed node: conforms one of its inputs to the "
-                        "precision context. Its errors are reported on the governed node. Not meant to be added by "
-                        "hand.",
-            inputs=[io.AnyType.Input("value", tooltip="The value the governed node would have got."),
-                    PrecisionContextType.Input("context", tooltip="The enforcing PrecisionPolicy's context."),
-                    io.String.Input("kind", tooltip="IMAGE, LATENT, MASK, CONDITIONING, MODEL, CLIP, VAE, ..."),
-                    io.String.Input("input_name", tooltip="The governed node's input."),
-                    io.String.Input("node", tooltip="The governed node, as messages name it."),
-                    io.String.Input("policy", tooltip="Id of the enforcing PrecisionPolicy.")],
-            outputs=[io.AnyType.Output("value_out", display_name="value", is_output_list=True,
-                                       tooltip="The conformed value.")],
+            description="Inserted by enforce_downstream before a governed node: conforms its inputs (value_0, "
+                        "value_1, ... in the order the spec lists them) to the precision context. Its errors are "
+                        "reported on the governed node. Not meant to be added by hand.",
+            inputs=[PrecisionContextType.Input("context", tooltip="The enforcing PrecisionPolicy's context."),
+                    io.String.Input("spec", tooltip="The governed node, its inputs and their kinds (JSON).")],
+            outputs=[io.AnyType.Output(f"value_out_{i}", display_name=f"value {i}", is_output_list=True,
+                                       tooltip="The i-th conformed input.") for i in range(MAX_OUTPUTS)],
             hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
             is_input_list=True,
         )
 
     @classmethod
-    def execute(cls, value, context, kind, input_name, node, policy) -> io.NodeOutput:
-        node, name, pid = node[0], input_name[0], policy[0]
-        real_id = cls.hidden.dynprompt.get_real_node_id(cls.hidden.unique_id)
-        record = PrecisionRecord(node=node, context_source=f"enforced by {policy_label(pid)}")
-        prompt_id = run_records.executing()[0]
-        guard = GuardInfo(guard_node=f"enforced by {policy_label(pid)}", prompt_id=prompt_id, ctx=context[0],
-                          node=node)
-        step = Step(node, name, policy_label(pid), context[0], record, guard)
-        out = conform_values(kind[0], value, step)
+    def execute(cls, context, spec, **values) -> io.NodeOutput:
+        spec = Spec.loads(spec[0])
+        ctx, policy = context[0], policy_label(spec.policy)
+        dynprompt = cls.hidden.dynprompt
+        real_id = dynprompt.get_real_node_id(cls.hidden.unique_id)
+        record = PrecisionRecord(node=spec.node, context_source=f"enforced by {policy}")
+        guard = GuardInfo(guard_node=f"enforced by {policy}", prompt_id=run_records.executing()[0], ctx=ctx,
+                          node=spec.node)
+        out = [conform_values(kind, values[value_input(i)], Step(spec.node, name, policy, ctx, record, guard))
+               for i, (name, kind) in enumerate(spec.conform.items())]
         if record.casts or record.notes:
-            run_records.add(record, node_id=real_id,
-                            class_type=cls.hidden.dynprompt.get_node(real_id).get("class_type"))
-        return io.NodeOutput(out)
+            run_records.add(record, node_id=real_id, class_type=spec.class_type)
+        return io.NodeOutput(*out)

@@ -113,18 +113,24 @@ def register() -> bool:
     return True
 
 
+def value_input(i: int) -> str:
+    """The conform step's input carrying the governed node's i-th conformed input (names of the governed node's own
+    inputs could clash with the step's)."""
+    return f"value_{i}"
+
+
 def expansion(spec: Spec, node: dict):
-    """The graph a wrapper expands into: one conform step per conformed input, then the original node fed by
-    them. Returns (graph, the original node's builder entry)."""
+    """The graph a wrapper expands into: one conform step taking every conformed input, then the original node fed
+    by its outputs. Returns (graph, the original node's builder entry)."""
     from comfy_execution.graph_utils import GraphBuilder
     g = GraphBuilder()
     inputs = {k: v for k, v in node["inputs"].items() if k not in (SPEC, CONTEXT)}
-    for name, kind in spec.conform.items():
-        step = g.node(CONFORM)
-        for key, value in (("value", inputs[name]), ("context", node["inputs"][CONTEXT]), ("kind", kind),
-                           ("input_name", name), ("node", spec.node), ("policy", spec.policy)):
-            step.set_input(key, value)
-        inputs[name] = step.out(0)
+    step = g.node(CONFORM)
+    step.set_input("context", node["inputs"][CONTEXT])
+    step.set_input("spec", spec.dumps())
+    for i, name in enumerate(spec.conform):
+        step.set_input(value_input(i), inputs[name])
+        inputs[name] = step.out(i)
     original = g.node(spec.class_type)
     for key, value in inputs.items():
         original.set_input(key, value)

@@ -28,7 +28,7 @@ WRAPPER_OUTPUT = "PrecisionSafeEnforcedOutput"  # stands in for an output node (
 WRAPPERS = (WRAPPER, WRAPPER_OUTPUT)
 SPEC = "precision_safe_enforced"  # the wrapper's input holding what it stands in for (JSON)
 CONTEXT = "precision_safe_context"  # the wrapper's input linked to the policy's context output
-MAX_OUTPUTS = 32  # outputs a wrapper can stand in for
+MAX_OUTPUTS = 32  # outputs a wrapper can stand in for (and inputs its conform step can take)
 PACK_PREFIX = "PrecisionSafe"  # the pack's own nodes conform their inputs themselves
 
 
@@ -222,8 +222,8 @@ def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
         why = t.runs_as_is
         if why is None and any(multi.get(nid, ())):
             why = "an output carries a list of values (OUTPUT_IS_LIST or a list input)"
-        if why is None and len(t.outputs) > MAX_OUTPUTS:
-            why = f"more than {MAX_OUTPUTS} outputs"
+        if why is None and max(len(t.outputs), len(conform)) > MAX_OUTPUTS:
+            why = f"more than {MAX_OUTPUTS} outputs or conformable inputs"
         if why is None and (SPEC in node["inputs"] or CONTEXT in node["inputs"]):
             why = f"it has an input named {SPEC} or {CONTEXT}"
         if why is not None:

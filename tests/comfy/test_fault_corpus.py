@@ -473,7 +473,7 @@ def test_fp16_image_into_core_upscale_with_model__stock_input_type_half_bias_flo
     out = comfy.output(up.id)
     assert out.shape == (1, 16, 16, 3) and out.dtype == torch.float32 and torch.isfinite(out).all()
     records = [e["record"] for e in _png_chunk(r, save)["records"] if e["node_id"] == up.id]
-    assert [c for rec in records for c in rec["casts"]] == ["image: fp16 -> fp32"]  # one record per input conformed
+    assert len(records) == 1 and records[0]["casts"] == ["image: fp16 -> fp32"]  # one record for all its inputs
     assert any("upscale_model: UPSCALE_MODEL copy" in n for rec in records for n in rec["notes"])
 
 
