@@ -75,10 +75,13 @@ def build(comfy_dir):
 
 LORA_TARGET = "input_blocks.1.1.transformer_blocks.0.attn2.to_k"  # Linear(768 -> 320) of the tiny UNet
 LORA_DELTA = 1e5
+EXTRAS = {"unet": "diffusion_models/tiny_sd15_unet.safetensors",
+          "upscaler": "upscale_models/tiny_compact_x2.safetensors",
+          "controlnet": "controlnet/tiny_controlnet.safetensors", "lora": "loras/tiny_overflow_lora.safetensors"}
 
 
 def build_extras(comfy_dir, ckpt_path):
-    """file name under models/ -> state dict, for the extra tiny models (see the module docstring)."""
+    """path under models/ -> state dict, for the extra tiny models (see the module docstring)."""
     import torch
     import comfy.cldm.cldm
     import comfy.ops
@@ -98,11 +101,8 @@ def build_extras(comfy_dir, ckpt_path):
     key = "lora_unet_" + LORA_TARGET.replace(".", "_")
     lora = {f"{key}.lora_down.weight": torch.ones(1, 768), f"{key}.lora_up.weight": torch.full((320, 1), LORA_DELTA),
             f"{key}.alpha": torch.tensor(1.0)}
-    half = lambda sd: {k: v.half().contiguous() for k, v in sd.items()}  # noqa: E731
-    return {os.path.join("diffusion_models", "tiny_sd15_unet.safetensors"): unet,
-            os.path.join("upscale_models", "tiny_compact_x2.safetensors"): upscaler,
-            os.path.join("controlnet", "tiny_controlnet.safetensors"): half(control),
-            os.path.join("loras", "tiny_overflow_lora.safetensors"): lora}
+    control = {k: v.half().contiguous() for k, v in control.items()}
+    return {EXTRAS["unet"]: unet, EXTRAS["upscaler"]: upscaler, EXTRAS["controlnet"]: control, EXTRAS["lora"]: lora}
 
 
 def install_assets(comfy_dir):
@@ -141,11 +141,7 @@ def main():
         sd, overflow = build(comfy_dir)
         for path, data in ((ckpt, sd), (bad_vae, overflow)):
             _write(path, data)
-    extras = [os.path.join(models, n) for n in ("diffusion_models/tiny_sd15_unet.safetensors",
-                                                  "upscale_models/tiny_compact_x2.safetensors",
-                                                  "controlnet/tiny_controlnet.safetensors",
-                                                  "loras/tiny_overflow_lora.safetensors")]
-    if all(os.path.exists(p) for p in extras):
+    if all(os.path.exists(os.path.join(models, n)) for n in EXTRAS.values()):
         return
     if "comfy" not in sys.modules:
         sys.argv = [sys.argv[0], "--cpu"]  # before comfy imports: no CUDA probing

@@ -1,11 +1,11 @@
 """UPSCALE_MODEL, CONTROL_NET and CLIP_VISION clones that run at the context's dtype and cast at their boundary.
 
-Each clone holds its network at the resolved dtype (attach.module_at_dtype's cached copy when that differs from its
-weights, else the same weights) behind a forward that casts every float tensor going in to the dtype of the network's real
-weights, and every float tensor coming out back to the dtype of the input it got: whatever dtype a caller feeds
-(an fp16 IMAGE from a video node, a latent cast to a declared dtype the weights do not have), the network sees its
-own dtype and the caller gets back its own. The object given is never changed; its network is shared, not copied,
-unless its dtype changes.
+Each clone holds its network at the resolved dtype (attach.module_at_dtype's cached copy when that differs from
+its weights, else the same weights) behind a forward that casts every float tensor going in to the dtype of the
+network's real weights, and every float tensor coming out back to the dtype of the input it got: whatever dtype a
+caller feeds (an fp16 IMAGE from a video node, a latent cast to a declared dtype the weights do not have), the network
+sees its own dtype and the caller gets back its own. The object given is never changed; its network is shared, not
+copied, unless its dtype changes.
 
 A CONTROL_NET runs at the `unet` role (it computes beside the UNet; ComfyUI loads it at the UNet's dtype), a
 CLIP_VISION at `text_encoder` (ComfyUI's dtype for both), an UPSCALE_MODEL at `intermediate` (it maps IMAGE to
