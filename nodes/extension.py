@@ -2,7 +2,9 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .detailer_node import Detailer
+from .enforce_node import ConformStep, EnforcedNode, EnforcedOutputNode
 from .guard_node import PrecisionGuard
+from .host.enforce import register
 from .inspect_node import DtypeInspect
 from .loader_nodes import DetectorLoader, SamLoader
 from .policy_node import PrecisionPolicy
@@ -10,7 +12,7 @@ from .safe_decode_node import SafeVAEDecode
 from .save_node import SaveImageWithRecord
 
 NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, PrecisionGuard,
-         SaveImageWithRecord]
+         SaveImageWithRecord, EnforcedNode, EnforcedOutputNode, ConformStep]
 
 
 class PrecisionSafeExtension(ComfyExtension):
@@ -19,4 +21,5 @@ class PrecisionSafeExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> ComfyExtension:
+    register()  # PrecisionPolicy's enforce_downstream: an on-prompt handler of the running server, if there is one
     return PrecisionSafeExtension()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import extra_models
 from .host import run_records
 from .host.attach import find_context
 from .host.guard import GuardInfo, guard_model, guard_vae
@@ -33,18 +34,20 @@ class PrecisionGuard(io.ComfyNode):
                                            tooltip="Optional precision context: named in the fix the errors suggest "
                                                    "(else one attached to the MODEL/VAE, else auto). Changes no "
                                                    "dtype; use PrecisionPolicy for that."),
+                *extra_models.inputs(),
             ],
             outputs=[
                 io.Model.Output("model_out", display_name="model",
                                 tooltip="The guarded MODEL clone (None if no MODEL was given)."),
                 io.Vae.Output("vae_out", display_name="vae",
                               tooltip="The guarded VAE copy (None if no VAE was given)."),
+                *extra_models.outputs(),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, model=None, vae=None, context=None) -> io.NodeOutput:
+    def execute(cls, model=None, vae=None, context=None, **more) -> io.NodeOutput:
         with recording("PrecisionGuard", cls.hidden.unique_id) as record:
             ctx, record.context_source = find_context(context, model, vae)
             prompt = cls.hidden.prompt if isinstance(cls.hidden.prompt, dict) else {}
@@ -59,7 +62,8 @@ class PrecisionGuard(io.ComfyNode):
             if vae is not None:
                 new_vae, how = guard_vae(vae, info)
                 record.notes.append(f"VAE copy: {how}")
-            if model is None and vae is None:
+            extras = extra_models.with_policy(ctx, record, more)
+            if model is None and vae is None and not any(more.values()):
                 record.warnings.append("nothing connected: connect a MODEL and/or a VAE")
         run_records.add(record, class_type="PrecisionSafeGuard")
-        return io.NodeOutput(new_model, new_vae, ui=ui_payload(record))
+        return io.NodeOutput(new_model, new_vae, *extras, ui=ui_payload(record))

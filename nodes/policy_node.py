@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from . import extra_models
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from .host.enforce import governed_summary
 from .host.node_report import recording, ui_payload
 from .host.resolver import describe_table, table
 from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
@@ -49,19 +51,29 @@ class PrecisionPolicy(io.ComfyNode):
                 io.Clip.Input("clip", optional=True, tooltip="Optional CLIP; comes out as a clone carrying the policy."),
                 io.Vae.Input("vae", optional=True,
                              tooltip="Optional VAE; comes out as a copy decoding at vae_dtype."),
+                *extra_models.inputs(),
+                io.Boolean.Input("enforce_downstream", default=False, optional=True,
+                                 tooltip="On: every node downstream of this one (core and third-party) gets its "
+                                         "IMAGE/LATENT/MASK/CONDITIONING inputs cast to intermediate_dtype (recorded; "
+                                         "refused in on_mismatch error mode) and its MODEL/CLIP/VAE/UPSCALE_MODEL/"
+                                         "CONTROL_NET/CLIP_VISION inputs as clones with this policy, whose dtype "
+                                         "errors are explained; errors show on that node. Costs microseconds per "
+                                         "input and milliseconds per governed node per prompt (see README)."),
             ],
             outputs=[
                 PrecisionContextType.Output("context", tooltip="Connect to the context input of pack nodes."),
                 io.Model.Output("model_out", display_name="model", tooltip="Clone of the input MODEL with the policy (None if not given)."),
                 io.Clip.Output("clip_out", display_name="clip", tooltip="Clone of the input CLIP with the policy (None if not given)."),
                 io.Vae.Output("vae_out", display_name="vae", tooltip="Copy of the input VAE with the policy (None if not given)."),
+                *extra_models.outputs(),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, unet_dtype, vae_dtype, text_encoder_dtype, detector_dtype, sam_dtype, intermediate_dtype,
-                on_mismatch, on_nonfinite, model=None, clip=None, vae=None) -> io.NodeOutput:
+                on_mismatch, on_nonfinite, model=None, clip=None, vae=None, enforce_downstream=False,
+                **more) -> io.NodeOutput:
         with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
             ctx = PrecisionContext(unet=unet_dtype, vae=vae_dtype, text_encoder=text_encoder_dtype,
                                    detector=detector_dtype, sam=sam_dtype, intermediate=intermediate_dtype,
@@ -79,5 +91,8 @@ class PrecisionPolicy(io.ComfyNode):
             if vae is not None:
                 new_vae, note = vae_with_policy(vae, ctx, resolved["vae"])
                 record.notes.append(note)
-        return io.NodeOutput(ctx, new_model, new_clip, new_vae,
+            extras = extra_models.with_policy(ctx, record, more)
+            if enforce_downstream:
+                record.notes.append(governed_summary(cls.hidden.prompt, cls.hidden.unique_id))
+        return io.NodeOutput(ctx, new_model, new_clip, new_vae, *extras,
                              ui=ui_payload(record, describe_table(list(resolved.values()))))

@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from .host import run_records
 from .host.node_report import recording
 from .precision.context import dtype_name
+from .precision.enforce import WRAPPERS
 from .precision.errors import PrecisionError
 from .precision.finite import nonfinite_items
 from .types import CATEGORY
@@ -38,6 +39,10 @@ def _upstream(prompt: dict, node_id: str) -> set:
     return seen
 
 
+def _is_pack_node(class_type) -> bool:
+    return str(class_type or "").startswith(run_records.PACK_PREFIX) and class_type not in WRAPPERS
+
+
 def precision_chunk(prompt_id, node_id, prompt: dict, own: dict) -> dict:
     """The JSON written to the PNG: the records of every pack node of this run that finished before this one
     (`upstream`: it fed these images; `cached`: reused from ComfyUI's cache, so its record is from the run that
@@ -48,10 +53,10 @@ def precision_chunk(prompt_id, node_id, prompt: dict, own: dict) -> dict:
     entries = run_records.collect(prompt_id, prompt, upstream=upstream, exclude=[node_id])
     entries.append({"node_id": node_id, "class_type": "PrecisionSafeSaveImage", "upstream": False, "cached": False,
                     "record": own})
-    # upstream pack nodes with no record at all: reused from the cache before any record of theirs was seen
+    # upstream pack nodes with no record at all: reused from the cache before any record of theirs was seen (a node
+    # enforce_downstream wrapped is not one: it records only what its conform steps changed)
     seen = {e["node_id"] for e in entries}
-    unrecorded = [n for n in upstream if n not in seen
-                  and str((prompt.get(n) or {}).get("class_type", "")).startswith(run_records.PACK_PREFIX)]
+    unrecorded = [n for n in upstream if n not in seen and _is_pack_node((prompt.get(n) or {}).get("class_type"))]
     return {"format": FORMAT, "prompt_id": prompt_id, "saved_by": node_id, "records": entries,
             "unrecorded_upstream": sorted(unrecorded)}
 

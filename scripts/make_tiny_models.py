@@ -7,6 +7,14 @@
   layer a latent meets, scaled by OVERFLOW_GAIN: a latent of ordinary magnitude drives activations past fp16's
   65504 (fp16 decode -> NaN, a black image) while bf16/fp32 stay finite, and a latent scaled by ~0.01 stays in
   range, so one batch can hold items that overflow beside items that don't.
+- diffusion_models/tiny_sd15_unet.safetensors: the checkpoint's UNet alone, for UNETLoader (and its fp8
+  weight_dtype, what --fp8_e4m3fn-unet does).
+- upscale_models/tiny_compact_x2.safetensors: a 2x RealESRGAN-Compact upscaler (spandrel's own architecture class,
+  8 features), which UpscaleModelLoader detects from its keys.
+- controlnet/tiny_controlnet.safetensors: a ControlNet shaped like the tiny UNet (ComfyUI's cldm class), which
+  ControlNetLoader detects as SD15.
+- loras/tiny_overflow_lora.safetensors: a rank-1 LoRA on one attn2 projection whose delta (~1e5 per weight) is past
+  fp16's range: merged into fp16-stored weights it is inf (a NaN latent); merged at bf16/fp32 it stays finite.
 
 - with --full: checkpoints/sd15_full_random.safetensors, the same but with a full-size SD1.5 UNet (860 M
   parameters, fp16 like the released checkpoints), built on the GPU when there is one: what the GPU benchmarks time.
@@ -75,6 +83,38 @@ def build(comfy_dir, full=False):
     return sd, overflow
 
 
+LORA_TARGET = "input_blocks.1.1.transformer_blocks.0.attn2.to_k"  # Linear(768 -> 320) of the tiny UNet
+LORA_DELTA = 1e5
+EXTRAS = {"unet": "diffusion_models/tiny_sd15_unet.safetensors",
+          "upscaler": "upscale_models/tiny_compact_x2.safetensors",
+          "controlnet": "controlnet/tiny_controlnet.safetensors", "lora": "loras/tiny_overflow_lora.safetensors"}
+
+
+def build_extras(comfy_dir, ckpt_path):
+    """path under models/ -> state dict, for the extra tiny models (see the module docstring)."""
+    import torch
+    import comfy.cldm.cldm
+    import comfy.ops
+    from safetensors import safe_open
+    from spandrel.architectures.Compact import Compact
+
+    prefix = "model.diffusion_model."
+    with safe_open(ckpt_path, "pt") as f:
+        unet = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    torch.manual_seed(1)
+    upscaler = reset_init(Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2)).state_dict()
+    control = reset_init(comfy.cldm.cldm.ControlNet(
+        image_size=32, in_channels=4, hint_channels=3, model_channels=320, num_res_blocks=[1], channel_mult=[1],
+        transformer_depth=[1], transformer_depth_middle=1, num_heads=8, context_dim=768,
+        use_spatial_transformer=True, use_linear_in_transformer=False, legacy=False,
+        operations=comfy.ops.disable_weight_init)).state_dict()
+    key = "lora_unet_" + LORA_TARGET.replace(".", "_")
+    lora = {f"{key}.lora_down.weight": torch.ones(1, 768), f"{key}.lora_up.weight": torch.full((320, 1), LORA_DELTA),
+            f"{key}.alpha": torch.tensor(1.0)}
+    control = {k: v.half().contiguous() for k, v in control.items()}
+    return {EXTRAS["unet"]: unet, EXTRAS["upscaler"]: upscaler, EXTRAS["controlnet"]: control, EXTRAS["lora"]: lora}
+
+
 def install_assets(comfy_dir):
     """Copy the committed tiny detector/SAM files into the host's model folders and the demo image into its
     input folder (copies, not symlinks: the loaders refuse links that leave their folder)."""
@@ -91,23 +131,39 @@ def install_assets(comfy_dir):
                 print(f"[models] installed {dst}")
 
 
+def _write(path, data):
+    import safetensors.torch
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    safetensors.torch.save_file(data, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written model behind
+    print(f"[models] wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB)")
+
+
 def main():
     comfy_dir = os.path.abspath(sys.argv[1])
     if "--full" in sys.argv[2:]:
         return make_full(comfy_dir)
     install_assets(comfy_dir)
-    ckpt = os.path.join(comfy_dir, "models", "checkpoints", "tiny_sd15.safetensors")
-    bad_vae = os.path.join(comfy_dir, "models", "vae", "tiny_overflow_vae.safetensors")
+    models = os.path.join(comfy_dir, "models")
+    ckpt = os.path.join(models, "checkpoints", "tiny_sd15.safetensors")
+    bad_vae = os.path.join(models, "vae", "tiny_overflow_vae.safetensors")
     if os.path.exists(ckpt) and os.path.exists(bad_vae):
         print(f"[models] already there: {ckpt}, {bad_vae}")
+    else:
+        sd, overflow = build(comfy_dir)
+        for path, data in ((ckpt, sd), (bad_vae, overflow)):
+            _write(path, data)
+    if all(os.path.exists(os.path.join(models, n)) for n in EXTRAS.values()):
         return
-    sd, overflow = build(comfy_dir)
-    import safetensors.torch
-    for path, data in ((ckpt, sd), (bad_vae, overflow)):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        safetensors.torch.save_file(data, path + ".tmp")
-        os.replace(path + ".tmp", path)  # never leave a half-written model behind
-        print(f"[models] wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB)")
+    if "comfy" not in sys.modules:
+        sys.argv = [sys.argv[0], "--cpu"]  # before comfy imports: no CUDA probing
+        sys.path.insert(0, comfy_dir)
+        import comfy.options
+        comfy.options.enable_args_parsing()
+    for name, data in build_extras(comfy_dir, ckpt).items():
+        path = os.path.join(models, name)
+        if not os.path.exists(path):
+            _write(path, data)
 
 
 def make_full(comfy_dir):

@@ -17,7 +17,7 @@ import comfy.model_patcher
 from ..precision.casting import cast_module_copy
 from ..precision.context import PrecisionContext, dtype_name, pick
 from ..precision.resolve import Resolution
-from .resolver import is_storage_only, resolution
+from .resolver import is_storage_only, model_compute_dtype, resolution
 
 KEY = "precision_safe_context"  # in ModelPatcher.model_options (survives further clones) / on our VAE copies
 
@@ -122,8 +122,28 @@ def model_with_policy(model, ctx: PrecisionContext, want: Optional[Resolution] =
         clone, size, fresh = patcher_at_dtype(model, want.dtype, prefix="diffusion_model.")
         note = (f"MODEL weights converted once to {want.name} ({_mib(size)} copy, kept while the input model lives"
                 f"{'; made now' if fresh else '; reused'}): no per-step cast")
+    clone, merged = merge_at_compute_dtype(clone)
+    if merged:
+        note += f"; {merged}"
     clone.model_options[KEY] = ctx
     return clone, note
+
+
+def _range(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).max if dtype.is_floating_point else 0.0
+
+
+def merge_at_compute_dtype(model):
+    """`model`, or a clone whose weight patches (LoRA) merge at its compute dtype, when its weights are stored in a
+    narrower range than it computes in (fp16 or fp8 storage computed at bf16/fp32): ComfyUI merges a patch into the
+    stored dtype, where a large LoRA delta overflows fp16 (inf: a NaN latent) or saturates fp8. The weights are then a
+    copy at the compute dtype (made once per source model). Returns (model, note or None)."""
+    compute, stored = model_compute_dtype(model), model.model_dtype()
+    if not model.patches or not compute.is_floating_point or _range(stored) >= _range(compute):
+        return model, None
+    clone, size, fresh = patcher_at_dtype(model, compute, prefix="diffusion_model.")
+    return clone, (f"{len(model.patches)} weight patches merge at {dtype_name(compute)}, not into the "
+                   f"{dtype_name(stored)} storage ({_mib(size)} copy{', made now' if fresh else ', reused'})")
 
 
 def clip_with_policy(clip, ctx: PrecisionContext, want: Optional[Resolution] = None):

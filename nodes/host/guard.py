@@ -13,13 +13,15 @@ import contextlib
 import copy
 import dataclasses
 import functools
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors
 from . import run_records
+from .patches import patch_modules
 
 KEY = "precision_safe_guard"  # wrapper key on MODEL clones / attribute on guarded VAE copies
 
@@ -32,9 +34,12 @@ class GuardInfo:
     prompt_id: Optional[str] = None
     class_types: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node id -> class_type
     ctx: Optional[PrecisionContext] = None
+    node: Optional[str] = None  # the one node this object was made for ("KSampler #7"), when known
 
     def label(self) -> str:
         """'KSampler #7 (guarded by PrecisionGuard #5)': the node running now, named when the prompt is known."""
+        if self.node is not None:
+            return f"{self.node} ({self.guard_node})"
         prompt_id, node_id = run_records.executing()
         if node_id is None:
             return f"guarded by {self.guard_node}"
@@ -62,6 +67,30 @@ def _misreported(err: DtypeMismatchError, kind: str, role: str, declared: Option
                               torch_message=err.torch_message)
 
 
+def _blames_a_part(err: DtypeMismatchError, kind: str) -> Optional[DtypeMismatchError]:
+    """The error, with a fix that works, when the clash is inside a model patch or a ControlNet rather than in the
+    MODEL itself: its own dtype is the culprit, not the UNet block that called it. None otherwise."""
+    path = err.module_path or ""
+    if path.startswith("patch "):
+        fix = ("turn on enforce_downstream on a PrecisionPolicy upstream of this node: the MODEL it hands over runs "
+               "each patch at the UNet's dtype (inputs cast at the patch's boundary; fp8 patch weights copied to the "
+               "compute dtype)")
+        if err.weight_dtype in ("fp16", "bf16", "fp32") and err.weight_dtype != err.input_dtype:
+            fix += f"; or set PrecisionPolicy's unet_dtype to {err.weight_dtype}, the patch's dtype"
+        what = "this patch"
+    elif path.startswith("control_net"):
+        fix = ("pass the CONTROL_NET through PrecisionPolicy before the node that applies it (or turn on "
+               "enforce_downstream upstream of that node): its copy runs at the context's dtype with casts at its "
+               "boundary")
+        what = "this ControlNet"
+    else:
+        return None
+    problem = f"{err.problem} The {kind}'s own blocks are not at fault: {what}'s weights are {err.weight_dtype}."
+    return DtypeMismatchError(err.node, problem, fix + ".", module_path=err.module_path, weight_dtype=err.weight_dtype,
+                              input_dtype=err.input_dtype, graph_inputs=err.graph_inputs, role=err.role,
+                              torch_message=err.torch_message)
+
+
 @contextlib.contextmanager
 def _translate(info: GuardInfo, kind: str, role: str, declared, modules: Mapping, inputs: Mapping,
                roles: Optional[Mapping] = None):
@@ -69,7 +98,7 @@ def _translate(info: GuardInfo, kind: str, role: str, declared, modules: Mapping
         with explain_dtype_errors(info.label(), modules=modules, inputs=inputs, roles=roles):
             yield
     except DtypeMismatchError as err:
-        better = _misreported(err, kind, role, declared, info.ctx)
+        better = _blames_a_part(err, kind) or _misreported(err, kind, role, declared, info.ctx)
         if better is None:
             raise
         raise better from err.__cause__
@@ -88,17 +117,57 @@ def _sampling_inputs(guider, args) -> dict:
     return inputs
 
 
-def _model_scope(info: GuardInfo, base, inputs):
-    """`base` is the BaseModel (an nn.Module): its diffusion model is the 'unet' role, the rest (sampling, casts) too."""
-    modules = {"unet": getattr(base, "diffusion_model", base), "model": base}
+def _controls(guider) -> dict:
+    """The ControlNets (and those they chain to) in the sampler's conditioning: name -> network."""
+    found = {}
+    for conds in (getattr(guider, "original_conds", None) or {}).values():
+        for c in conds or ():
+            control = c.get("control") if isinstance(c, dict) else None
+            while control is not None:
+                net = getattr(control, "control_model", None)
+                if isinstance(net, torch.nn.Module) and all(m is not net for m in found.values()):
+                    found[f"control_net {len(found)} ({type(control).__name__})"] = net
+                control = getattr(control, "previous_controlnet", None)
+    return found
+
+
+class _OnFailure(Mapping):
+    """A mapping built on first use: the explainer reads `modules` and `roles` only after an error escaped, so the
+    walk over patches and ControlNets costs nothing while nothing fails."""
+
+    def __init__(self, build):
+        self._build, self._built = build, None
+
+    def _get(self) -> dict:
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self):
+        return len(self._get())
+
+
+def _model_scope(info: GuardInfo, base, inputs, patcher=None, guider=None):
+    """`base` is the BaseModel (an nn.Module): its diffusion model is the 'unet' role, the rest (sampling, casts) too.
+    The patcher's patches and the conditioning's ControlNets come first: a clash inside one of them names it."""
+    def parts() -> dict:
+        return {**(patch_modules(patcher) if patcher is not None else {}), **(_controls(guider) if guider else {})}
+    modules = _OnFailure(lambda: {**parts(), "unet": getattr(base, "diffusion_model", base), "model": base})
+    roles = _OnFailure(lambda: {"model": "unet", **{k: "unet" for k in parts()}})
     declared = base.get_dtype() if hasattr(base, "get_dtype") else None
-    return _translate(info, "MODEL", "unet", declared, modules, inputs, roles={"model": "unet"})
+    return _translate(info, "MODEL", "unet", declared, modules, inputs, roles=roles)
 
 
 def _outer_sample(info: GuardInfo, executor, *args, **kwargs):
     """WrappersMP.OUTER_SAMPLE wrapper: the whole sampling run of KSampler/SamplerCustom/... on this clone."""
     guider = executor.class_obj
-    with _model_scope(info, guider.model_patcher.model, _sampling_inputs(guider, args)):
+    with _model_scope(info, guider.model_patcher.model, _sampling_inputs(guider, args), guider.model_patcher, guider):
         return executor(*args, **kwargs)
 
 

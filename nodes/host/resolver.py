@@ -12,15 +12,8 @@ import torch
 import comfy.model_management as mm
 
 from ..precision.context import ROLES, PrecisionContext, bf16_supported
+from ..precision.reach import is_storage_only, weights_dtype
 from ..precision.resolve import Facts, Resolution, resolve
-
-_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
-             if hasattr(torch, n))
-
-
-def is_storage_only(dtype: Optional[torch.dtype]) -> bool:
-    """fp8 and similar: a format ComfyUI stores weights in and computes from through per-layer casts."""
-    return dtype in _FP8
 
 
 def model_compute_dtype(model) -> torch.dtype:
@@ -65,8 +58,18 @@ def _vae_verdict(vae):
     return why
 
 
+def _module_facts(module: torch.nn.Module) -> Facts:
+    """A bare network (an upscale model's, a ControlNet's, a CLIP vision encoder's): ComfyUI computes it at the dtype
+    its weights are in."""
+    dev = next((t.device for t in module.parameters()), torch.device("cpu"))
+    dtype = weights_dtype(module)
+    return Facts(dev, dtype, dtype, bf16_supported(dev), f"this {type(module).__name__}")
+
+
 def facts(role: str, obj=None, device=None) -> Facts:
     """What ComfyUI chose for `obj` in `role` (or, without an object, what it would choose on the device)."""
+    if isinstance(obj, torch.nn.Module):
+        return _module_facts(obj)
     if role == "unet":
         if obj is not None:
             dev = torch.device(obj.load_device)

@@ -16,6 +16,7 @@ import torch
 
 from .context import ROLES, dtype_name
 from .errors import PrecisionError
+from .reach import weights_dtype
 
 # torch's dtype mismatch messages (CPU and CUDA wordings). Group `inp` is the dtype of the tensor fed in, `own`
 # the dtype of the weight/buffer/other operand it met; the order was checked per op (see notes/detector.md).
@@ -31,6 +32,7 @@ _FAMILIES = [re.compile(p) for p in (
     r"Index put requires the source and destination dtypes match, got (?P<own>\w+) for the destination "
     r"and (?P<inp>\w+) for the source",
     r"expected dtype (?P<own>[\w:]+) for `end` but got dtype (?P<inp>[\w:]+)",
+    r"Promotion for Float8 Types is not supported, attempted to promote (?P<inp>\w+) and (?P<own>\w+)",
 )]
 _NUMPY = re.compile(r"Got unsupported ScalarType (?P<inp>\w+)")
 _SHORT = {"half": "fp16", "float16": "fp16", "float": "fp32", "float32": "fp32", "bfloat16": "bf16",
@@ -55,7 +57,10 @@ def parse_dtype_error(exc: BaseException) -> Optional[dict]:
     for pattern in _FAMILIES:
         m = pattern.search(text)
         if m:
-            return {"inp": _short(m.group("inp")), "own": _short(m.groupdict().get("own")), "numpy": False}
+            inp, own = _short(m.group("inp")), _short(m.groupdict().get("own"))
+            if inp and inp.startswith("float8") and not (own or "").startswith("float8"):
+                inp, own = own, inp  # fp8 is only ever stored: it is the weights' side, whatever order torch names
+            return {"inp": inp, "own": own, "numpy": False}
     m = _NUMPY.search(text)
     return {"inp": _short(m.group("inp")), "own": None, "numpy": True} if m else None
 
@@ -89,29 +94,49 @@ def _first_tensor_arg(frame) -> Optional[torch.Tensor]:
     return None
 
 
+def _code_of(obj):
+    """The code object a non-module callable runs (a function, a method, or an object's __call__)."""
+    fn = getattr(obj, "__func__", obj)
+    code = getattr(fn, "__code__", None)
+    return code if code is not None else getattr(getattr(type(obj), "__call__", None), "__code__", None)
+
+
 def _locate(tb, modules: Mapping) -> Optional[tuple]:
-    """(key, qualified path, module, tensor arg) of the innermost traceback frame run by one of `modules`."""
-    owners = {}  # built only now, on failure: named_modules is a full walk of the model
+    """(key, qualified path, module, tensor arg) of the innermost traceback frame run by one of `modules` (values
+    are nn.Modules, matched with their submodules, or other callables such as model patches, matched by the frame's
+    `self` or code)."""
+    owners, codes = {}, {}  # built only now, on failure: named_modules is a full walk of the model
     for key, root in modules.items():
         if isinstance(root, torch.nn.Module):
             for sub, m in root.named_modules():
                 owners.setdefault(id(m), (key, f"{key}.{sub}" if sub else key, m))
+        elif root is not None:
+            owners.setdefault(id(root), (key, key, root))
+            code = _code_of(root)
+            if code is not None:
+                codes.setdefault(code, (key, key, root))
     frames = []
     while tb is not None:
         frames.append(tb.tb_frame)
         tb = tb.tb_next
     for frame in reversed(frames):  # innermost first: F.group_norm has no `self`, GroupNorm.forward does
-        if "self" not in frame.f_code.co_varnames:
-            continue
-        owner = frame.f_locals.get("self")
-        hit = owners.get(id(owner))
-        if hit is not None and hit[2] is owner:
+        hit = codes.get(frame.f_code)
+        if hit is None and "self" in frame.f_code.co_varnames:
+            owner = frame.f_locals.get("self")
+            hit = owners.get(id(owner))
+            if hit is not None and hit[2] is not owner:
+                hit = None
+        if hit is not None:
             return hit + (_first_tensor_arg(frame),)
     return None
 
 
-def _own_dtype(module: torch.nn.Module) -> Optional[str]:
-    """The module's own weight dtype (its direct parameters, then buffers, then any descendant's)."""
+def _own_dtype(module) -> Optional[str]:
+    """The module's own weight dtype (its direct parameters, then buffers, then any descendant's); for another
+    callable (a patch), the dtype of the weights it holds."""
+    if not isinstance(module, torch.nn.Module):
+        dtype = weights_dtype(module)
+        return dtype_name(dtype) if dtype is not None else None
     for t in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False), module.parameters()):
         if t.is_floating_point():
             return dtype_name(t.dtype)
@@ -166,7 +191,7 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
         where = f"{path} ({type(module).__name__}, weights {own or 'unknown'})"
     else:
         tensor, path = None, None
-        keys = [k for k, m in modules.items() if isinstance(m, torch.nn.Module)]
+        keys = [k for k, m in modules.items() if m is not None]
         # no frame of theirs: guess the model by the weight dtype torch named, when only one fits
         fits = [k for k in keys if own and _own_dtype(modules[k]) == own]
         key = keys[0] if len(keys) == 1 else (fits[0] if len(fits) == 1 else None)

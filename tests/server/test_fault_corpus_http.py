@@ -5,22 +5,7 @@ import json
 
 from PIL import Image
 
-CKPT = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}}
-POLICY = {"unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
-          "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "cast", "on_nonfinite": "retry"}
-
-
-def _txt2img(size=16, model=("1", 0)):
-    """Nodes 1-6: checkpoint, prompts, empty latent, KSampler (node 6)."""
-    return {
-        "1": CKPT,
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "6": {"class_type": "KSampler", "inputs": {
-            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
-            "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-    }
+from graphs import POLICY, api_txt2img as _txt2img
 
 
 def _error(run, node_id, node_type):
@@ -113,3 +98,33 @@ def test_overflow_retry_record_reaches_the_png_over_http(server):
         assert by_node["11"]["upstream"] and by_node["11"]["record"]["retries"] == ["items [1] fp16 -> bf16: finite"]
         assert by_node["11"]["record"] == run.precision_records()["11"]
         assert by_node["10"]["class_type"] == "PrecisionSafePolicy"
+
+
+def test_fp16_image_into_core_upscale_with_model__enforced_policy_casts_it__finite_image(server):
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x336699}},
+        "2": {"class_type": "PSTest_CastImage", "inputs": {"image": ["1", 0], "dtype": "fp16"}},
+        "3": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "tiny_compact_x2.safetensors"}},
+        "4": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "upscale_model": ["3", 0],
+                                                              "enforce_downstream": True}},
+        "5": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["4", 4], "image": ["2", 0]}},
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    run = server.run(prompt)
+    assert run.success, run.error
+    (node_id, ref), = run.images()
+    assert node_id == "6" and Image.open(io.BytesIO(server.image_bytes(ref))).size == (16, 16)
+
+
+def test_half_model_patch_behind_guard__error_event_on_ksampler_names_the_patch(server):
+    prompt = _txt2img(model=("11", 0))
+    prompt.update({
+        "10": {"class_type": "PSTest_HalfPatch", "inputs": {"model": ["1", 0], "dtype": "bf16"}},
+        "11": {"class_type": "PrecisionSafeGuard", "inputs": {"model": ["10", 0]}},
+        "12": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
+    })
+    msg = _error(server.run(prompt), "6", "KSampler")["exception_message"]
+    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)] dtype mismatch in patch attn2_output_patch[0] "
+                          "(ProjectionPatch, weights bf16)"), msg
+    assert "Fix: turn on enforce_downstream" in msg

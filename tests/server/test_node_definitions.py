@@ -2,7 +2,9 @@
 tooltip on every input."""
 EXPECTED = {"PrecisionSafePolicy", "PrecisionSafeVAEDecode", "PrecisionSafeDtypeInspect",
             "PrecisionSafeDetectorLoader", "PrecisionSafeSAMLoader", "PrecisionSafeDetailer", "PrecisionSafeGuard",
-            "PrecisionSafeSaveImage"}
+            "PrecisionSafeSaveImage",
+            # inserted by PrecisionPolicy's enforce_downstream, never by hand (category "precision safe/internal")
+            "PrecisionSafeEnforced", "PrecisionSafeEnforcedOutput", "PrecisionSafeConform"}
 
 
 def test_every_pack_node_is_documented(server):

@@ -63,12 +63,19 @@ class ComfyHost:
         assert entry is not None, f"node {node_id} has no cached output"
         return entry.outputs[index][0]
 
+    def prepare(self, prompt: dict) -> dict:
+        """What the server's on-prompt handlers make of a prompt: the pack's enforce-downstream rewrite."""
+        return self.pack_module("nodes.host.enforce").prepare({"prompt": prompt})["prompt"]
+
     def run(self, prompt: dict, fresh: bool = False) -> RunResult:
-        """Validate and execute an API-format prompt. Unchanged nodes (e.g. the checkpoint loader) are reused from
-        the previous run, as in a real session; `fresh` empties the cache first."""
+        """Validate and execute an API-format prompt, first rewritten as the server's on-prompt handler would.
+        Unchanged nodes (e.g. the checkpoint loader) are reused from the previous run, as in a real session; `fresh`
+        empties the cache first."""
         if fresh:
             self.executor.reset()
         self.server.messages = []
+        prompt = self.prepare(prompt)
+        self.last_prompt = prompt
         prompt_id = str(uuid.uuid4())
         valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:

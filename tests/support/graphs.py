@@ -48,3 +48,20 @@ def detailer(g, image, ckpt, detector="bbox/tiny_shapes_bbox.pt", sam=True, **ov
     kw.update(over)
     return g.node("PrecisionSafeDetailer", **kw)
 
+
+# API prompts written out by hand, as an HTTP client sends them (the server tests)
+POLICY = {"unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
+          "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "cast", "on_nonfinite": "retry"}
+
+
+def api_txt2img(size=16, model=("1", 0)):
+    """Nodes 1-6: checkpoint, prompts, empty latent, KSampler (node 6)."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
+            "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+    }

@@ -295,3 +295,57 @@ def test_nothing_raised_has_no_effect():
 def test_parse_dtype_spellings(text, inp, own):
     assert parse_dtype_error(RuntimeError(text)) == {"inp": inp, "own": own, "numpy": False}
     assert parse_dtype_error(ValueError(text)) is None
+
+
+# -- the real culprit: a patch the model calls, and fp8 weights (issue 10) ----------------------------------------
+
+class ProjectionPatch:
+    """A model patch as other packs write them: a plain callable holding its own (half) projection."""
+
+    def __init__(self, dtype):
+        self.proj = nn.Linear(4, 4).to(dtype)
+
+    def __call__(self, n, extra_options):
+        return n + self.proj(n)
+
+
+class PatchedBlock(nn.Module):
+    """A UNet block calling its patches between its own layers, as ComfyUI's transformer block does."""
+
+    def __init__(self, patches):
+        super().__init__()
+        self.attn = nn.Linear(4, 4)
+        self.patches = patches
+
+    def forward(self, x):
+        n = self.attn(x)
+        for p in self.patches:
+            n = p(n, {})
+        return n
+
+
+@pytest.mark.parametrize("name", list(HALVES))
+def test_an_error_inside_a_patch_names_the_patch_and_its_dtype_not_the_block_that_called_it(name):
+    patch = ProjectionPatch(HALVES[name])
+    net = PatchedBlock([patch])
+    x = torch.rand(2, 4)
+    with pytest.raises(DtypeMismatchError) as info:
+        with explain_dtype_errors("KSampler #3", modules={"patch attn2_output_patch[0]": patch, "unet": net},
+                                  inputs={"latent": x}, roles={"patch attn2_output_patch[0]": "unet"}):
+            net(x)
+    err = info.value
+    assert err.module_path == "patch attn2_output_patch[0]" and err.weight_dtype == name and err.input_dtype == "fp32"
+    assert f"patch attn2_output_patch[0] (ProjectionPatch, weights {name})" in str(err)
+
+
+def test_float8_promotion_is_recognised_with_fp8_on_the_weights_side():
+    shift = torch.zeros(4).to(torch.float8_e4m3fn)
+    try:
+        torch.rand(4) + shift
+    except RuntimeError as exc:
+        found = parse_dtype_error(exc)
+    else:
+        pytest.skip("this torch promotes float8")
+    assert found == {"inp": "fp32", "own": "float8_e4m3fn", "numpy": False}
+    swapped = RuntimeError("Promotion for Float8 Types is not supported, attempted to promote Float8_e5m2 and Half")
+    assert parse_dtype_error(swapped) == {"inp": "fp16", "own": "float8_e5m2", "numpy": False}

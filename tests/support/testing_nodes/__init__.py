@@ -171,3 +171,89 @@ class LatentDigest:
 
 
 NODE_CLASS_MAPPINGS["PSTest_LatentDigest"] = LatentDigest
+
+
+# --- Model patches and models as other packs hand them over (issue 10) ---------------------------------------------
+
+class ProjectionPatch:
+    """An attn2 output patch holding its own projection, as IPAdapter-style packs do (a plain object, so ComfyUI
+    leaves its dtype alone): n + 0.1 * proj(n), with the projection in the dtype the pack loaded it in."""
+
+    def __init__(self, dtype, channels=320):
+        self.proj = torch.nn.Linear(channels, channels).to(dtype)
+
+    def __call__(self, n, extra_options):
+        return n + 0.1 * self.proj(n)
+
+
+class Fp8ShiftPatch:
+    """An attn2 output patch whose weights are stored fp8 (beside an fp8 UNet) and used as they are: torch refuses
+    to mix them with the UNet's activations ("Promotion for Float8 Types is not supported")."""
+
+    def __init__(self, channels=320):
+        self.shift = (torch.rand(channels) * 0.01).to(torch.float8_e4m3fn)
+
+    def __call__(self, n, extra_options):
+        return n + self.shift
+
+
+class HalfPatch:
+    """Adds an attn2 output patch to a MODEL clone: a projection in half precision, or fp8 weights used raw."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "dtype": (["bf16", "fp16", "fp8_e4m3fn"],)}}
+
+    def run(self, model, dtype):
+        torch.manual_seed(0)
+        patch = Fp8ShiftPatch() if dtype == "fp8_e4m3fn" else ProjectionPatch(DTYPES[dtype])
+        clone = model.clone()
+        clone.set_model_attn2_output_patch(patch)
+        return (clone,)
+
+
+class HalfWeightsControlNet:
+    """A ControlNet copy whose network weights were cast to half while it still declares fp32 (what a loader or
+    pack that casts behind ComfyUI's back hands over). The ControlNet it gets is not changed."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("CONTROL_NET",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"control_net": ("CONTROL_NET",), "dtype": (["bf16", "fp16"],)}}
+
+    def run(self, control_net, dtype):
+        import comfy.model_patcher
+        new = control_net.copy()
+        new.control_model = _cast_module_copy(control_net.control_model, DTYPES[dtype])  # its .dtype stays fp32
+        new.control_model_wrapped = comfy.model_patcher.ModelPatcher(
+            new.control_model, load_device=control_net.load_device,
+            offload_device=control_net.control_model_wrapped.offload_device)
+        return (new,)
+
+
+class LoadUnetAs:
+    """UNETLoader with the storage dtype a flag such as --fp16-unet would give (ComfyUI's own loader, dtype given)."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+        return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),),
+                             "dtype": (["fp16", "bf16", "fp32"],)}}
+
+    def run(self, unet_name, dtype):
+        import comfy.sd
+        import folder_paths
+        path = folder_paths.get_full_path_or_raise("diffusion_models", unet_name)
+        return (comfy.sd.load_diffusion_model(path, model_options={"dtype": DTYPES[dtype]}),)
+
+
+NODE_CLASS_MAPPINGS.update({"PSTest_HalfPatch": HalfPatch, "PSTest_HalfWeightsControlNet": HalfWeightsControlNet,
+                            "PSTest_LoadUnetAs": LoadUnetAs})
