@@ -6,7 +6,8 @@ scenario                           | stock ComfyUI 0.3.75                  | thi
 -----------------------------------|---------------------------------------|-----------------------------------------
 bf16 IMAGE into an image saver     | TypeError "Got unsupported ScalarType | saver casts, records it; Inspect reports
                                    | BFloat16"                             |
-NaN IMAGE into an image saver      | black image, numpy warning only       | black image, warning in the record
+NaN IMAGE into an image saver      | black image, numpy warning only       | refused on the saver, naming the node
+                                   |                                       | upstream; save_nonfinite: saved, recorded
 fp16 + bf16 IMAGEs via ImageBatch  | silently promoted to fp32             | Inspect shows it; saver needs no cast
 fp16 IMAGE into the Detailer       | (no core detailer)                    | cast to fp32, recorded
 fp32 LATENT into fp16 VAE (policy) | VAEDecode casts, nothing recorded     | decodes at fp16 (same image), recorded
@@ -126,15 +127,31 @@ def test_bf16_image_to_saver__stock_numpy_typeerror__pack_casts_and_records(comf
     assert len(r.ui(save.id)["images"]) == 1
 
 
-def test_nan_image_to_saver__stock_saves_black_silently__pack_warns_in_record(comfy):
+def test_nan_image_to_saver__stock_saves_black_silently__pack_refuses_naming_the_node_upstream(comfy):
     g = GraphBuilder()
     bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
     core = g.node("PreviewImage", images=bad.out(0))
-    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan")
     with pytest.warns(RuntimeWarning, match="invalid value encountered in cast"):
         r = _ok(comfy, g)  # stock: numpy's warning in the log is the only sign
     assert "precision_safe" not in r.ui(core.id)  # stock: saved, nothing said on the node
-    assert r.ui(save.id)["precision_safe"][0]["warnings"] == ["items [0] hold NaN/Inf: NaN pixels are saved black"]
+
+    g = GraphBuilder()
+    bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
+    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan")
+    _pack_error(comfy, g, save, "SaveImageWithRecord", "input 'images'", "items [0]",
+                f"from PSTest_PoisonImage #{bad.id}", "save_nonfinite")
+
+
+def test_nan_image_to_saver_with_save_nonfinite__stock_saves_black_silently__pack_saves_and_records_it(comfy):
+    g = GraphBuilder()
+    bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
+    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan",
+                  save_nonfinite=True)
+    r = _ok(comfy, g)
+    assert len(r.ui(save.id)["images"]) == 2
+    assert r.ui(save.id)["precision_safe"][0]["warnings"] == [
+        f"items [0] hold NaN/Inf (from PSTest_PoisonImage #{bad.id}): saved anyway (save_nonfinite), NaN pixels "
+        "are black"]
 
 
 def test_mixed_dtype_batch__stock_imagebatch_promotes_to_fp32__pack_shows_it_and_needs_no_cast(comfy):
