@@ -21,7 +21,9 @@ class PrecisionGuard(io.ComfyNode):
             description="Pass a MODEL and/or VAE through it before core nodes (KSampler, VAEDecode, VAEEncode, ...). "
                         "If a dtype mismatch happens inside them (e.g. half weights meeting fp32 inputs), the run "
                         "stops on that core node with an explained error (which submodule, both dtypes, which graph "
-                        "input, the fix) instead of a raw torch traceback. Changes no dtype and costs nothing while "
+                        "input, the fix) instead of a raw torch traceback; so does a channel/shape mismatch between "
+                        "model families (e.g. a 16-channel SD3 latent into an SD1.5 VAE: the latent's channels vs the "
+                        "VAE's, which families make each). Changes no dtype and costs nothing while "
                         "nothing fails. Outputs are clones: other branches using the originals are not affected.",
             inputs=[
                 io.Model.Input("model", optional=True,

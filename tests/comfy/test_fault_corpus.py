@@ -22,6 +22,8 @@ bf16 detector fed fp32             | ultralytics: "Input type ... and      | inp
 half-weight VAE (declares fp32)    | raw RuntimeError "Input type (float)  | PrecisionGuard: explained error on
   into core VAEDecode              | and bias type (c10::BFloat16)"        | VAEDecode (submodule, dtypes, fix)
 half-weight MODEL into KSampler    | raw RuntimeError "mat1 and mat2 ..."  | PrecisionGuard: explained, on KSampler
+16-channel latent into an SD VAE / | raw RuntimeError "expected input[1,   | PrecisionGuard: channels explained with
+  an SD1.5 KSampler                | 16, 2, 2] to have 4 channels"         | the latent families, on the core node
 half-weight VAE into SafeVAEDecode | (the raw error above)                 | explained; policy vae bf16 decodes
 half-weight VAE into the Detailer  | (no core detailer)                    | explained, naming "vae encode"
 fp8 UNet (UNETLoader fp8_e4m3fn)   | runs, fp32 compute, nothing shows it  | Inspect: fp8/fp32; policy bf16 works
@@ -78,7 +80,7 @@ def _pack_error(comfy, g, node, label, *parts):
     r = comfy.run(g.finalize())
     assert not r.success, "expected the run to fail"
     assert r.error["node_id"] == node.id, (r.error["node_id"], r.error["node_type"], r.error["exception_message"])
-    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError")), r.error["exception_type"]
+    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError", "ShapeMismatchError")), r.error["exception_type"]
     msg = r.error["exception_message"]
     assert f"[{label} #{node.id}" in msg and "Fix:" in msg, msg
     for part in parts:
@@ -385,6 +387,54 @@ def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     _pack_error(comfy, g, sampler, "KSampler", "unet.", "weights bf16", "its input is fp32", "declares fp32",
                 "unet_dtype bf16")
+
+
+# -- latents of another model family (channel/shape mismatches) -----------------------------------------------------
+
+def _wide_latent(g, sampler):
+    """A 16-channel latent (what SD3/Flux sample) of the same size as the tiny SD1.5 sampler's."""
+    return g.node("PSTest_ReshapeLatent", samples=sampler.out(0), channels=16, batch=-1)
+
+
+def test_16_channel_latent_into_4_channel_vae__stock_raw_channel_error__pack_guard_names_latent_families(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    dec = g.node("VAEDecode", samples=_wide_latent(g, sampler).out(0), vae=ckpt.out(2))
+    g.node("PreviewImage", images=dec.out(0))
+    msg = _fails_on(comfy, g, dec, "RuntimeError")
+    assert "expected input[1, 16, 2, 2] to have 4 channels, but got 16 channels instead" in msg  # stock
+
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    guard = g.node("PrecisionSafeGuard", vae=ckpt.out(2))
+    dec = g.node("VAEDecode", samples=_wide_latent(g, sampler).out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    msg = _pack_error(comfy, g, dec, "VAEDecode", "vae.post_quant_conv (Conv2d)", "takes 4 channels",
+                      "input has 16", "graph input 'samples' [1, 16, 2, 2]", "16-channel latent",
+                      "this VAE is for 4-channel latents", "the VAE that belongs to the model that made the latent")
+    families = msg.split("16-channel latent")[1]
+    assert "SD3" in families and "Flux" in families and "SD15" in families, msg  # read from ComfyUI's latent formats
+
+
+def test_16_channel_latent_into_sd15_ksampler__stock_raw_channel_error__pack_guard_explains_on_ksampler(comfy):
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    _, sampler = txt2img(g, size=16)
+    sampler.set_input("latent_image", _wide_latent(g, g.node("EmptyLatentImage", width=16, height=16,
+                                                             batch_size=1)).out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    msg = _fails_on(comfy, g, sampler, "RuntimeError")
+    assert "to have 4 channels, but got 16 channels instead" in msg  # stock
+
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    guard = g.node("PrecisionSafeGuard", model=ckpt.out(0))
+    _, sampler = txt2img(g, size=16, model=guard.out(0))
+    sampler.set_input("latent_image", _wide_latent(g, g.node("EmptyLatentImage", width=16, height=16,
+                                                             batch_size=1)).out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, sampler, "KSampler", "unet.input_blocks.0.0 (Conv2d)", "takes 4 channels", "input has 16",
+                "graph input 'latent_image'", "this MODEL is for 4-channel latents", "SD3", "SD15")
 
 
 # -- fp8-stored weights ---------------------------------------------------------------------------------------------
