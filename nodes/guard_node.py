@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from .host import run_records
 from .host.attach import find_context
 from .host.guard import GuardInfo, guard_model, guard_vae
+from .host.links import check_passthrough
 from .host.node_report import recording, ui_payload
 from .types import CATEGORY, PrecisionContextType
 
@@ -48,6 +49,8 @@ class PrecisionGuard(io.ComfyNode):
     @classmethod
     def execute(cls, model=None, vae=None, context=None) -> io.NodeOutput:
         with recording("PrecisionGuard", cls.hidden.unique_id) as record:
+            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt, {0: ("model", model), 1: ("vae", vae)},
+                              record)
             ctx, record.context_source = find_context(context, model, vae)
             prompt = cls.hidden.prompt if isinstance(cls.hidden.prompt, dict) else {}
             info = GuardInfo(

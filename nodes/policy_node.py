@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from .host.links import check_passthrough
 from .host.node_report import recording, ui_payload
 from .host.resolver import describe_table, table
 from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
@@ -56,13 +57,15 @@ class PrecisionPolicy(io.ComfyNode):
                 io.Clip.Output("clip_out", display_name="clip", tooltip="Clone of the input CLIP with the policy (None if not given)."),
                 io.Vae.Output("vae_out", display_name="vae", tooltip="Copy of the input VAE with the policy (None if not given)."),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, unet_dtype, vae_dtype, text_encoder_dtype, detector_dtype, sam_dtype, intermediate_dtype,
                 on_mismatch, on_nonfinite, model=None, clip=None, vae=None) -> io.NodeOutput:
         with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
+            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
+                              {1: ("model", model), 2: ("clip", clip), 3: ("vae", vae)}, record)
             ctx = PrecisionContext(unet=unet_dtype, vae=vae_dtype, text_encoder=text_encoder_dtype,
                                    detector=detector_dtype, sam=sam_dtype, intermediate=intermediate_dtype,
                                    on_mismatch=on_mismatch, on_nonfinite=on_nonfinite)

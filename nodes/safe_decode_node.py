@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from .host.attach import find_context
 from .host.checks import check_latent
+from .host.links import require_input
 from .host.node_report import recording, ui_payload
 from .host.resolver import resolution
 from .host.vae_decode import safe_decode
@@ -30,12 +31,13 @@ class SafeVAEDecode(io.ComfyNode):
                                            tooltip="Precision context; wins over one attached to the VAE."),
             ],
             outputs=[io.Image.Output("IMAGE", tooltip="Decoded images in the context's intermediate dtype.")],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, samples, vae, context=None) -> io.NodeOutput:
         with recording("SafeVAEDecode", cls.hidden.unique_id) as record:
+            vae = require_input(record.node, cls.hidden.unique_id, cls.hidden.prompt, "vae", vae)
             ctx, record.context_source = find_context(context, vae)
             latent = check_latent(record.node, samples.get("samples") if isinstance(samples, dict) else None,
                                   vae.latent_channels)

@@ -14,7 +14,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 
 from .host import run_records
-from .host.checks import source_of
+from .host.links import source_of
 from .host.node_report import recording
 from .precision.context import dtype_name
 from .precision.errors import PrecisionError
@@ -97,7 +97,7 @@ class SaveImageWithRecord(io.ComfyNode):
             bad = nonfinite_items(images)
             if bad:
                 source = source_of(cls.hidden.prompt, cls.hidden.unique_id, "images")
-                origin = f"{source[2]} #{source[0]}" if source else "the node upstream"
+                origin = source.label() if source else "the node upstream"
                 if not save_nonfinite:
                     raise PrecisionError(
                         record.node, f"items {bad} of the IMAGE from {origin} hold NaN/Inf: they would be saved as "

@@ -7,16 +7,6 @@ from ..precision.errors import PrecisionError
 from ..precision.finite import nonfinite_items
 
 
-def source_of(prompt, node_id, input_name: str):
-    """(source id, output index, class_type) of the link into `node_id`'s input, from the API prompt; None when
-    the input is not linked (or the prompt is not known)."""
-    link = ((prompt or {}).get(str(node_id)) or {}).get("inputs", {}).get(input_name)
-    if not (isinstance(link, list) and len(link) == 2 and isinstance(link[1], int)):
-        return None
-    source = str(link[0])
-    return source, link[1], str((prompt.get(source) or {}).get("class_type", "node"))
-
-
 def check_latent(node: str, samples, latent_channels: int) -> torch.Tensor:
     if not isinstance(samples, torch.Tensor) or samples.ndim < 3:
         raise PrecisionError(node, f"the LATENT holds no [batch, channels, ...] tensor (got {type(samples).__name__}).",

@@ -22,6 +22,8 @@ bf16 detector fed fp32             | ultralytics: "Input type ... and      | inp
 half-weight VAE (declares fp32)    | raw RuntimeError "Input type (float)  | PrecisionGuard: explained error on
   into core VAEDecode              | and bias type (c10::BFloat16)"        | VAEDecode (submodule, dtypes, fix)
 half-weight MODEL into KSampler    | raw RuntimeError "mat1 and mat2 ..."  | PrecisionGuard: explained, on KSampler
+optional MODEL/VAE input of Policy | (no core node hands an empty input on) | error on the Policy/Guard naming its
+  or Guard left empty, output used |                                       | empty input; a pack node fed None names it
 16-channel latent into an SD VAE / | raw RuntimeError "expected input[1,   | PrecisionGuard: channels explained with
   an SD1.5 KSampler                | 16, 2, 2] to have 4 channels"         | the latent families, on the core node
 half-weight VAE into SafeVAEDecode | (the raw error above)                 | explained; policy vae bf16 decodes
@@ -387,6 +389,78 @@ def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     _pack_error(comfy, g, sampler, "KSampler", "unet.", "weights bf16", "its input is fp32", "declares fp32",
                 "unet_dtype bf16")
+
+
+# -- optional inputs left unconnected --------------------------------------------------------------------------------
+
+def test_policy_model_output_without_a_model__stock_none_reaches_ksampler__pack_errors_on_the_policy_input(comfy):
+    g = GraphBuilder()
+    p = policy(g)  # no MODEL connected, yet its model output feeds the KSampler
+    ckpt, sampler = txt2img(g, size=16, model=p.out(1))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'model'", "nothing is connected to its 'model' input",
+                f"KSampler #{sampler.id} (input 'model') needs it", "connect a MODEL to this node's 'model' input")
+
+
+def test_policy_vae_output_without_a_vae__stock_none_reaches_the_decoder__pack_errors_on_the_policy_input(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g)
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=safe.out(0))
+    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'vae'", f"PrecisionSafeVAEDecode #{safe.id} (input 'vae')",
+                "connect a VAE")
+
+
+def test_guard_with_nothing_connected__stock_none_reaches_ksampler__pack_errors_on_the_guard_input(comfy):
+    g = GraphBuilder()
+    guard = g.node("PrecisionSafeGuard")
+    ckpt, sampler = txt2img(g, size=16, model=guard.out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'model'", "nothing is connected to its 'model' input",
+                f"KSampler #{sampler.id} (input 'model')")
+
+
+def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_errors_on_the_guard_naming_the_policy(
+        comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g)
+    guard = g.node("PrecisionSafeGuard", vae=p.out(3))  # an optional input: the policy hands None on
+    dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'vae'",
+                f"its 'vae' input got nothing (None) from PrecisionSafePolicy #{p.id}", f"VAEDecode #{dec.id}")
+
+    g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says where None went
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, on_nonfinite="keep")  # not the policy of the run above, which the cache would reuse
+    guard = g.node("PrecisionSafeGuard", model=ckpt.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    g.node("PrecisionSafeDtypeInspect", value=guard.out(0))
+    r = _ok(comfy, g)
+    assert f"'vae' output is empty (None): passed to PrecisionSafeGuard #{guard.id} (input 'vae')" in \
+        r.ui(p.id)["precision_safe"][0]["notes"]
+
+
+def test_cached_empty_policy_output_newly_connected__stock_none_reaches_the_node__pack_node_names_the_empty_input(
+        comfy):
+    """The editor case: a policy without a VAE already ran (its output is cached, so it does not run again) and its
+    vae output is connected afterwards: the pack node that gets None names the policy's empty input."""
+    g = GraphBuilder(prefix="cached_policy")
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g)
+    g.node("PreviewImage", images=g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2),
+                                         context=p.out(0)).out(0))
+    _ok(comfy, g)
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=safe.out(0))
+    r = comfy.run(g.finalize())
+    assert any(e == "execution_cached" and p.id in d["nodes"] for e, d in r.messages)
+    assert not r.success and r.error["node_id"] == safe.id, r.error
+    msg = r.error["exception_message"]
+    assert f"[SafeVAEDecode #{safe.id}, input 'vae'] got nothing (None) from PrecisionSafePolicy #{p.id}'s 'vae' " \
+           "output: nothing is connected to that node's 'vae' input." in msg, msg
 
 
 # -- latents of another model family (channel/shape mismatches) -----------------------------------------------------
