@@ -1,9 +1,11 @@
 """PrecisionPolicy: make the precision context and apply it to MODEL / CLIP / VAE clones."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from .host.checks import BF16_IMAGES
 from .host.links import check_passthrough
 from .host.node_report import recording, ui_payload
 from .host.resolver import describe_table, table
@@ -21,7 +23,9 @@ _ROLE_TIPS = {
                 "GPUs that have it, else fp16.",
     "sam": "Compute dtype of the SAM image encoder (its prompt encoder/mask decoder always stay fp32). auto: as "
            "detector.",
-    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: ComfyUI's (fp32).",
+    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: ComfyUI's (fp32). bf16 breaks "
+                    "core Save Image / Preview Image and other nodes that convert IMAGEs to numpy (numpy has no "
+                    "bf16); fp16 does not.",
 }
 
 
@@ -72,6 +76,8 @@ class PrecisionPolicy(io.ComfyNode):
             resolved = dict(zip(ROLES, table(ctx, {"unet": model, "text_encoder": clip, "vae": vae})))
             for role, want in resolved.items():
                 record.ran_at(role, want.name, want.device)
+            if resolved["intermediate"].dtype == torch.bfloat16:
+                record.warnings.append(f"intermediate bf16: {BF16_IMAGES}")
             new_model = new_clip = new_vae = None
             if model is not None:
                 new_model, note = model_with_policy(model, ctx, resolved["unet"])

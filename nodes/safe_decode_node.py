@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .host.attach import find_context
-from .host.checks import check_latent
+from .host.checks import check_latent, warn_bf16_image
 from .host.links import require_input
 from .host.node_report import recording, ui_payload
 from .host.resolver import resolution
@@ -45,4 +45,5 @@ class SafeVAEDecode(io.ComfyNode):
             latent = conform(latent, between, ctx.on_mismatch, latent.device, record=record, input_name="samples")
             images = safe_decode(vae, latent, ctx, record)
             images = images.to(between.dtype)  # our own output: no mismatch
+            warn_bf16_image(record, images)
         return io.NodeOutput(images, ui=ui_payload(record))

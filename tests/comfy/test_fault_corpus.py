@@ -8,6 +8,9 @@ bf16 IMAGE into an image saver     | TypeError "Got unsupported ScalarType | sav
                                    | BFloat16"                             |
 NaN IMAGE into an image saver      | black image, numpy warning only       | refused on the saver, naming the node
                                    |                                       | upstream; save_nonfinite: saved, recorded
+fp16 IMAGE into core's saver       | saves fine (numpy has float16)        | nothing to do; the pack's saver records it
+intermediate bf16 (policy)         | core saver: "Got unsupported ScalarType| warned on the policy (table) and on the
+                                   | BFloat16"                             | node whose IMAGE output is bf16
 fp16 + bf16 IMAGEs via ImageBatch  | silently promoted to fp32             | Inspect shows it; saver needs no cast
 fp16 IMAGE into the Detailer       | (no core detailer)                    | cast to fp32, recorded
 fp32 LATENT into fp16 VAE (policy) | VAEDecode casts, nothing recorded     | decodes at fp16 (same image), recorded
@@ -156,6 +159,42 @@ def test_nan_image_to_saver_with_save_nonfinite__stock_saves_black_silently__pac
     assert r.ui(save.id)["precision_safe"][0]["warnings"] == [
         f"items [0] hold NaN/Inf (from PSTest_PoisonImage #{bad.id}): saved anyway (save_nonfinite), NaN pixels "
         "are black"]
+
+
+def test_fp16_image_to_core_saver__stock_saves_fine__pack_casts_nothing(comfy):
+    g = GraphBuilder()
+    half = g.node("PSTest_CastImage", image=_image(g).out(0), dtype="fp16")
+    core = g.node("PreviewImage", images=half.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix="precision_safe_tests/corpus_fp16")
+    r = _ok(comfy, g)  # stock: numpy has float16, core's saver converts it like fp32
+    assert len(r.ui(core.id)["images"]) == 1
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: fp16 -> fp32"]
+
+
+def test_intermediate_bf16__stock_core_saver_typeerror__pack_warns_on_the_policy_and_the_decoder(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, intermediate_dtype="bf16", on_nonfinite="keep")  # not the policy below: the cache would reuse it
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
+    core = g.node("PreviewImage", images=safe.out(0))
+    msg = _fails_on(comfy, g, core, "TypeError")  # stock: core's saver cannot convert the bf16 IMAGE
+    assert msg.startswith("Got unsupported ScalarType BFloat16")
+
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, intermediate_dtype="bf16")
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=safe.out(0), filename_prefix="precision_safe_tests/corpus_bf16")
+    r = _ok(comfy, g)
+    assert comfy.output(safe.id).dtype == torch.bfloat16
+    policy_text = r.ui(p.id)["text"][0]
+    assert "intermediate: bf16" in policy_text and "WARNING intermediate bf16: core Save Image / Preview Image" \
+        in policy_text, policy_text
+    warnings = r.ui(safe.id)["precision_safe"][0]["warnings"]
+    assert any(w.startswith("IMAGE output is bf16") and "core Save Image / Preview Image" in w for w in warnings)
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]
+    tips = comfy.node_class("PrecisionSafePolicy").INPUT_TYPES()["required"]["intermediate_dtype"][1]["tooltip"]
+    assert "bf16 breaks core Save Image / Preview Image" in tips
 
 
 def test_mixed_dtype_batch__stock_imagebatch_promotes_to_fp32__pack_shows_it_and_needs_no_cast(comfy):
