@@ -22,8 +22,10 @@ class SafeVAEDecode(io.ComfyNode):
             category=f"{CATEGORY}/latent",
             description="Decodes a LATENT at the precision context's VAE dtype. Batch items that come out NaN/Inf "
                         "(an fp16 VAE overflowing gives a black image) are decoded again, alone, in a wider dtype "
-                        "(fp16 -> bf16 -> fp32). Falls back to tiled decoding on out-of-memory. The node shows what it "
-                        "did: dtype used, items retried, time.",
+                        "(fp16 -> bf16 -> fp32). A decode too big for the free memory (ComfyUI's own estimate) is done "
+                        "tile by tile and stops between tiles on an interrupt, or refused with the figures when even "
+                        "that cannot fit; out-of-memory also falls back to tiles. The node shows what it did: dtype "
+                        "used, items retried, tiling, time.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode."),
                 io.Vae.Input("vae", tooltip="The VAE. A VAE from PrecisionPolicy carries its policy."),

@@ -7,6 +7,8 @@
   layer a latent meets, scaled by OVERFLOW_GAIN: a latent of ordinary magnitude drives activations past fp16's
   65504 (fp16 decode -> NaN, a black image) while bf16/fp32 stay finite, and a latent scaled by ~0.01 stays in
   range, so one batch can hold items that overflow beside items that don't.
+- vae/tiny_taesd.safetensors: ComfyUI's TAESD (4-channel latents) with random weights: ComfyUI estimates its decode
+  memory like the SD VAE's (so a large latent must be tiled) while a tile decodes in about a second on a CPU.
 
 - with --full: checkpoints/sd15_full_random.safetensors, the same but with a full-size SD1.5 UNet (860 M
   parameters, fp16 like the released checkpoints), built on the GPU when there is one: what the GPU benchmarks time.
@@ -17,6 +19,7 @@ import os
 import sys
 
 OVERFLOW_GAIN = 1e5
+MODELS = ("checkpoints/tiny_sd15.safetensors", "vae/tiny_overflow_vae.safetensors", "vae/tiny_taesd.safetensors")
 
 
 def reset_init(module):
@@ -72,7 +75,10 @@ def build(comfy_dir, full=False):
 
     overflow = {k: v.clone() for k, v in vae_sd.items()}
     overflow["post_quant_conv.weight"] = overflow["post_quant_conv.weight"] * OVERFLOW_GAIN
-    return sd, overflow
+
+    from comfy.taesd.taesd import TAESD
+    taesd = {k: v.contiguous() for k, v in reset_init(TAESD()).state_dict().items()}
+    return dict(zip(MODELS, (sd, overflow, taesd)))
 
 
 def install_assets(comfy_dir):
@@ -96,14 +102,15 @@ def main():
     if "--full" in sys.argv[2:]:
         return make_full(comfy_dir)
     install_assets(comfy_dir)
-    ckpt = os.path.join(comfy_dir, "models", "checkpoints", "tiny_sd15.safetensors")
-    bad_vae = os.path.join(comfy_dir, "models", "vae", "tiny_overflow_vae.safetensors")
-    if os.path.exists(ckpt) and os.path.exists(bad_vae):
-        print(f"[models] already there: {ckpt}, {bad_vae}")
+    paths = {name: os.path.join(comfy_dir, "models", name) for name in MODELS}
+    missing = [name for name, path in paths.items() if not os.path.exists(path)]
+    if not missing:
+        print(f"[models] already there: {', '.join(paths.values())}")
         return
-    sd, overflow = build(comfy_dir)
+    models = build(comfy_dir)
     import safetensors.torch
-    for path, data in ((ckpt, sd), (bad_vae, overflow)):
+    for name in missing:
+        path, data = paths[name], models[name]
         os.makedirs(os.path.dirname(path), exist_ok=True)
         safetensors.torch.save_file(data, path + ".tmp")
         os.replace(path + ".tmp", path)  # never leave a half-written model behind
