@@ -37,12 +37,19 @@ def ensure_models(comfy_dir=COMFY_DIR):
 
 
 def link_testing_nodes(comfy_dir=COMFY_DIR):
-    """The test-only node pack (PSTest_* nodes) next to the real one in the tree's custom_nodes/."""
+    """The test-only node pack (PSTest_* nodes) next to the real one in the tree's custom_nodes/ (for a test run)."""
     link = os.path.join(comfy_dir, "custom_nodes", "precision_safe_testing")
     if os.path.realpath(link) != TESTING_NODES:
         if os.path.islink(link):
             os.unlink(link)
         os.symlink(TESTING_NODES, link)
+
+
+def unlink_testing_nodes(comfy_dir=COMFY_DIR):
+    """Take the test-only nodes out of the tree again (a link to them only: anything else there is not ours)."""
+    link = os.path.join(comfy_dir, "custom_nodes", "precision_safe_testing")
+    if os.path.islink(link) and os.path.realpath(link) == TESTING_NODES:
+        os.unlink(link)
 
 
 def import_comfy(comfy_dir=COMFY_DIR):
