@@ -49,8 +49,8 @@ class PrecisionGuard(io.ComfyNode):
     @classmethod
     def execute(cls, model=None, vae=None, context=None) -> io.NodeOutput:
         with recording("PrecisionGuard", cls.hidden.unique_id) as record:
-            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt, {0: ("model", model), 1: ("vae", vae)},
-                              record)
+            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
+                              {0: ("model", model), 1: ("vae", vae)}, record)
             ctx, record.context_source = find_context(context, model, vae)
             prompt = cls.hidden.prompt if isinstance(cls.hidden.prompt, dict) else {}
             info = GuardInfo(

@@ -106,7 +106,8 @@ def check_passthrough(node: str, node_id, prompt, outputs: Mapping[int, tuple], 
         problem = f"{why}, so its '{name}' output is empty, but " + ", ".join(c.label() for c in needed) + " needs it."
         fix = (_upstream_fix(prompt, source, kind) if source
                else f"connect a {kind} to this node's '{name}' input (e.g. from the checkpoint loader)")
-        fix += f", or connect {needed[0].class_type} #{needed[0].node_id}'s '{needed[0].input_name}' straight to a {kind}."
+        first = needed[0]
+        fix += f", or connect {first.class_type} #{first.node_id}'s '{first.input_name}' straight to a {kind}."
         raise PrecisionError(node, problem, fix, name)
 
 

@@ -85,7 +85,8 @@ def _pack_error(comfy, g, node, label, *parts):
     r = comfy.run(g.finalize())
     assert not r.success, "expected the run to fail"
     assert r.error["node_id"] == node.id, (r.error["node_id"], r.error["node_type"], r.error["exception_message"])
-    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError", "ShapeMismatchError")), r.error["exception_type"]
+    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError", "ShapeMismatchError")), \
+        r.error["exception_type"]
     msg = r.error["exception_message"]
     assert f"[{label} #{node.id}" in msg and "Fix:" in msg, msg
     for part in parts:
@@ -471,7 +472,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
     _pack_error(comfy, g, guard, "PrecisionGuard", "input 'vae'",
                 f"its 'vae' input got nothing (None) from PrecisionSafePolicy #{p.id}", f"VAEDecode #{dec.id}")
 
-    g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says where None went
+    g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says so
     ckpt, sampler = txt2img(g, size=16)
     p = policy(g, on_nonfinite="keep")  # not the policy of the run above, which the cache would reuse
     guard = g.node("PrecisionSafeGuard", model=ckpt.out(0), vae=p.out(3))

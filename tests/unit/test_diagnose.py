@@ -360,8 +360,8 @@ def test_conditioning_width_mismatch_says_which_text_encoder():
     attn = nn.Linear(768, 320)
     cond = torch.randn(1, 77, 2048)
     with pytest.raises(ShapeMismatchError) as info:
-        with explain_shape_errors(node="KSampler #3", modules={"unet": attn}, inputs={"positive": cond,
-                                                                                     "latent_image": torch.randn(1, 4, 8, 8)}):
+        inputs = {"positive": cond, "latent_image": torch.randn(1, 4, 8, 8)}
+        with explain_shape_errors(node="KSampler #3", modules={"unet": attn}, inputs=inputs):
             attn(cond)
     msg = str(info.value)
     assert "it takes 768 features but its input has 2048; that is graph input 'positive' [1, 77, 2048]" in msg
