@@ -122,7 +122,7 @@ def make_full(comfy_dir):
     if os.path.exists(path):
         print(f"[models] already there: {path}")
         return
-    sd, _ = build(comfy_dir, full=True)
+    sd = build(comfy_dir, full=True)[MODELS[0]]  # the checkpoint, here with the full-size UNet
     import safetensors.torch
     os.makedirs(os.path.dirname(path), exist_ok=True)
     safetensors.torch.save_file(sd, path + ".tmp")
