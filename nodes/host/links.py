@@ -53,7 +53,8 @@ def _input_info(class_type: str, input_name: str) -> tuple[str, bool]:
     if cls is None:
         return "", True
     kind, category, _ = get_input_info(cls, input_name)
-    return (kind if isinstance(kind, str) else ""), category == "required"
+    # a plain str: V3's io types compare unequal to nothing when either side is "*"
+    return (str(kind) if isinstance(kind, str) else ""), category == "required"
 
 
 def consumers_of(prompt, node_id, output: int) -> list[Consumer]:
@@ -88,12 +89,12 @@ def check_passthrough(node: str, node_id, prompt, outputs: Mapping[int, tuple], 
     """Outputs that hand on an optional input (PrecisionPolicy's 'model' output is its 'model' input, cloned):
     `outputs` maps output index -> (input name, value). An empty (None) one that a consumer requires stops the
     run here, on the input that is empty, instead of on the consumer with a raw AttributeError; consumers whose
-    input is optional get None, noted in the record."""
+    input is optional or takes any type (Dtype Inspect) get None, noted in the record."""
     for index, (name, value) in outputs.items():
         if value is not None:
             continue
         consumers = consumers_of(prompt, node_id, index)
-        needed = [c for c in consumers if c.required]
+        needed = [c for c in consumers if c.required and c.input_type != "*"]  # "*" (any) takes None too
         if not needed:
             if consumers:
                 record.notes.append(f"'{name}' output is empty (None): passed to "

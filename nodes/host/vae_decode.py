@@ -50,7 +50,8 @@ def _free_bytes(device: torch.device) -> float:
     room (as it does before a decode)."""
     free = mm.get_free_memory(device)
     if device.type != "cpu":
-        free += sum(m.model_loaded_memory() for m in mm.current_loaded_models if m.device == device)
+        free += sum(m.model_loaded_memory() for m in mm.current_loaded_models
+                    if m.device == device and m.model is not None)  # its patcher may be gone
     return free
 
 

@@ -432,10 +432,12 @@ def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_
 
 
 # -- optional inputs left unconnected --------------------------------------------------------------------------------
+# Each policy here has settings of its own: ComfyUI's cache keys a node by its inputs, not its id, so a policy equal to
+# one that succeeded in the previous prompt would not run again (the cached case has a test of its own below).
 
 def test_policy_model_output_without_a_model__stock_none_reaches_ksampler__pack_errors_on_the_policy_input(comfy):
     g = GraphBuilder()
-    p = policy(g)  # no MODEL connected, yet its model output feeds the KSampler
+    p = policy(g, sam_dtype="fp32")  # no MODEL connected, yet its model output feeds the KSampler
     ckpt, sampler = txt2img(g, size=16, model=p.out(1))
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     _pack_error(comfy, g, p, "PrecisionPolicy", "input 'model'", "nothing is connected to its 'model' input",
@@ -445,7 +447,7 @@ def test_policy_model_output_without_a_model__stock_none_reaches_ksampler__pack_
 def test_policy_vae_output_without_a_vae__stock_none_reaches_the_decoder__pack_errors_on_the_policy_input(comfy):
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16)
-    p = policy(g)
+    p = policy(g, sam_dtype="bf16")
     safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
     g.node("PreviewImage", images=safe.out(0))
     _pack_error(comfy, g, p, "PrecisionPolicy", "input 'vae'", f"PrecisionSafeVAEDecode #{safe.id} (input 'vae')",
@@ -465,7 +467,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
         comfy):
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16)
-    p = policy(g)
+    p = policy(g, sam_dtype="fp16")
     guard = g.node("PrecisionSafeGuard", vae=p.out(3))  # an optional input: the policy hands None on
     dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
     g.node("PreviewImage", images=dec.out(0))
@@ -474,7 +476,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
 
     g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says so
     ckpt, sampler = txt2img(g, size=16)
-    p = policy(g, on_nonfinite="keep")  # not the policy of the run above, which the cache would reuse
+    p = policy(g, detector_dtype="fp16")
     guard = g.node("PrecisionSafeGuard", model=ckpt.out(0), vae=p.out(3))
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     g.node("PrecisionSafeDtypeInspect", value=guard.out(0))
