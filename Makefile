@@ -10,7 +10,7 @@ export YOLO_OFFLINE := 1
 export YOLO_CONFIG_DIR := $(abspath $(HOST))/yolo_config
 export MPLCONFIGDIR := $(abspath $(HOST))/mplconfig
 
-.PHONY: host models demo test test-unit bench bench-gpu soak workflows clean-out
+.PHONY: host models demo serve test test-unit bench bench-gpu soak workflows clean-out
 
 ifeq ($(HOST),.host)
 host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
@@ -29,6 +29,15 @@ models: host
 demo: models
 	$(PY) scripts/run_workflows.py --comfy $(COMFY) --out out
 
+# The host's ComfyUI with its web editor, the pack and the tiny models, for a person to click around:
+# open http://127.0.0.1:8188 (PORT=... for another port). On the CPU; SERVE_ARGS= (empty) on a machine with a GPU.
+PORT       ?= 8188
+SERVE_ARGS ?= --cpu
+serve: models
+	cd $(COMFY) && $(abspath $(PY)) main.py --listen 127.0.0.1 --port $(PORT) --disable-auto-launch $(SERVE_ARGS)
+
+# The whole suite. The test-only nodes (PSTest_*) are linked into $(COMFY)/custom_nodes during the run and removed
+# at its end (tests/conftest.py), so `make serve` afterwards shows only the pack.
 test: models
 	$(PY) -m pytest tests -q
 

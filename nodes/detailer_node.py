@@ -11,7 +11,7 @@ from .detailer import regions as R
 from .detect.sam import refine_boxes
 from .detect.yolo import detect
 from .host.attach import find_context, model_with_policy
-from .host.checks import check_image
+from .host.checks import check_image, warn_bf16_image
 from .host.node_report import recording
 from .host.region_sampling import SamplingOptions, resample
 from .host.resolver import resolution
@@ -113,6 +113,7 @@ class Detailer(io.ComfyNode):
                            input_name="image")
             check_image(record, work, ctx)
             out_dtype = work.dtype
+            warn_bf16_image(record, work)  # the output keeps this dtype
             work = work.float().cpu()  # crop/scale/paste math in fp32 on the CPU; models get their own casts
             regions = cls._find_regions(work, detector, sam, ctx, device, record, threshold=threshold,
                                         dilation=dilation, crop_factor=crop_factor, guide_size=guide_size,

@@ -24,6 +24,12 @@ def outputs() -> list:
             for name, t, kind in _KINDS]
 
 
+def passthrough(given: dict, first_output: int) -> dict:
+    """{output index: (input name, value)} of these outputs, which follow the node's own from `first_output` on, for
+    nodes/host/links.py's check of outputs that hand on an empty input."""
+    return {first_output + i: (name, given.get(name)) for i, (name, _, _) in enumerate(_KINDS)}
+
+
 def with_policy(ctx, record, given: dict) -> list:
     """The clones for the objects given (None for those not given), with a note each in the record."""
     out = []

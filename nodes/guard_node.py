@@ -8,6 +8,7 @@ from . import extra_models
 from .host import run_records
 from .host.attach import find_context
 from .host.guard import GuardInfo, guard_model, guard_vae
+from .host.links import check_passthrough
 from .host.node_report import recording, ui_payload
 from .types import CATEGORY, PrecisionContextType
 
@@ -22,7 +23,9 @@ class PrecisionGuard(io.ComfyNode):
             description="Pass a MODEL and/or VAE through it before core nodes (KSampler, VAEDecode, VAEEncode, ...). "
                         "If a dtype mismatch happens inside them (e.g. half weights meeting fp32 inputs), the run "
                         "stops on that core node with an explained error (which submodule, both dtypes, which graph "
-                        "input, the fix) instead of a raw torch traceback. Changes no dtype and costs nothing while "
+                        "input, the fix) instead of a raw torch traceback; so does a channel/shape mismatch between "
+                        "model families (e.g. a 16-channel SD3 latent into an SD1.5 VAE: the latent's channels vs the "
+                        "VAE's, which families make each). Changes no dtype and costs nothing while "
                         "nothing fails. Outputs are clones: other branches using the originals are not affected.",
             inputs=[
                 io.Model.Input("model", optional=True,
@@ -49,6 +52,8 @@ class PrecisionGuard(io.ComfyNode):
     @classmethod
     def execute(cls, model=None, vae=None, context=None, **more) -> io.NodeOutput:
         with recording("PrecisionGuard", cls.hidden.unique_id) as record:
+            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
+                              {0: ("model", model), 1: ("vae", vae), **extra_models.passthrough(more, 2)}, record)
             ctx, record.context_source = find_context(context, model, vae)
             prompt = cls.hidden.prompt if isinstance(cls.hidden.prompt, dict) else {}
             info = GuardInfo(

@@ -1,11 +1,14 @@
 """PrecisionPolicy: make the precision context and apply it to MODEL / CLIP / VAE clones."""
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from . import extra_models
 from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
 from .host.enforce import governed_summary
+from .host.checks import BF16_IMAGES
+from .host.links import check_passthrough
 from .host.node_report import recording, ui_payload
 from .host.resolver import describe_table, table
 from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
@@ -22,7 +25,9 @@ _ROLE_TIPS = {
                 "GPUs that have it, else fp16.",
     "sam": "Compute dtype of the SAM image encoder (its prompt encoder/mask decoder always stay fp32). auto: as "
            "detector.",
-    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: ComfyUI's (fp32).",
+    "intermediate": "Dtype of IMAGE/LATENT/MASK tensors passed between nodes. auto: ComfyUI's (fp32). bf16 breaks "
+                    "core Save Image / Preview Image and other nodes that convert IMAGEs to numpy (numpy has no "
+                    "bf16); fp16 does not.",
 }
 
 
@@ -75,12 +80,17 @@ class PrecisionPolicy(io.ComfyNode):
                 on_mismatch, on_nonfinite, model=None, clip=None, vae=None, enforce_downstream=False,
                 **more) -> io.NodeOutput:
         with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
+            check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
+                              {1: ("model", model), 2: ("clip", clip), 3: ("vae", vae),
+                               **extra_models.passthrough(more, 4)}, record)
             ctx = PrecisionContext(unet=unet_dtype, vae=vae_dtype, text_encoder=text_encoder_dtype,
                                    detector=detector_dtype, sam=sam_dtype, intermediate=intermediate_dtype,
                                    on_mismatch=on_mismatch, on_nonfinite=on_nonfinite)
             resolved = dict(zip(ROLES, table(ctx, {"unet": model, "text_encoder": clip, "vae": vae})))
             for role, want in resolved.items():
                 record.ran_at(role, want.name, want.device)
+            if resolved["intermediate"].dtype == torch.bfloat16:
+                record.warnings.append(f"intermediate bf16: {BF16_IMAGES}")
             new_model = new_clip = new_vae = None
             if model is not None:
                 new_model, note = model_with_policy(model, ctx, resolved["unet"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .host.attach import find_context
-from .host.checks import check_latent
+from .host.checks import check_latent, warn_bf16_image
+from .host.links import require_input
 from .host.node_report import recording, ui_payload
 from .host.resolver import resolution
 from .host.vae_decode import safe_decode
@@ -21,8 +22,10 @@ class SafeVAEDecode(io.ComfyNode):
             category=f"{CATEGORY}/latent",
             description="Decodes a LATENT at the precision context's VAE dtype. Batch items that come out NaN/Inf "
                         "(an fp16 VAE overflowing gives a black image) are decoded again, alone, in a wider dtype "
-                        "(fp16 -> bf16 -> fp32). Falls back to tiled decoding on out-of-memory. The node shows what it "
-                        "did: dtype used, items retried, time.",
+                        "(fp16 -> bf16 -> fp32). A decode too big for the free memory (ComfyUI's own estimate) is done "
+                        "tile by tile and stops between tiles on an interrupt, or refused with the figures when even "
+                        "that cannot fit; out-of-memory also falls back to tiles. The node shows what it did: dtype "
+                        "used, items retried, tiling, time.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The latent to decode."),
                 io.Vae.Input("vae", tooltip="The VAE. A VAE from PrecisionPolicy carries its policy."),
@@ -30,12 +33,13 @@ class SafeVAEDecode(io.ComfyNode):
                                            tooltip="Precision context; wins over one attached to the VAE."),
             ],
             outputs=[io.Image.Output("IMAGE", tooltip="Decoded images in the context's intermediate dtype.")],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, samples, vae, context=None) -> io.NodeOutput:
         with recording("SafeVAEDecode", cls.hidden.unique_id) as record:
+            vae = require_input(record.node, cls.hidden.unique_id, cls.hidden.prompt, "vae", vae)
             ctx, record.context_source = find_context(context, vae)
             latent = check_latent(record.node, samples.get("samples") if isinstance(samples, dict) else None,
                                   vae.latent_channels)
@@ -43,4 +47,5 @@ class SafeVAEDecode(io.ComfyNode):
             latent = conform(latent, between, ctx.on_mismatch, latent.device, record=record, input_name="samples")
             images = safe_decode(vae, latent, ctx, record)
             images = images.to(between.dtype)  # our own output: no mismatch
+            warn_bf16_image(record, images)
         return io.NodeOutput(images, ui=ui_payload(record))

@@ -14,6 +14,7 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 
 from .host import run_records
+from .host.links import source_of
 from .host.node_report import recording
 from .precision.context import dtype_name
 from .precision.enforce import WRAPPERS
@@ -71,13 +72,17 @@ class SaveImageWithRecord(io.ComfyNode):
             description="Saves images to the output folder like core Save Image (same file names and counter, the "
                         "usual prompt/workflow metadata) and adds a 'precision' PNG text chunk: the JSON precision "
                         "record of every pack node that ran in this run before it (dtypes used, casts, retries, "
-                        "warnings), so a saved image tells how it was made. Half-precision IMAGEs (which core Save "
-                        "Image cannot convert) are cast to fp32 and NaN/Inf items are flagged, both recorded.",
+                        "warnings), so a saved image tells how it was made. bf16 IMAGEs (which core Save Image "
+                        "cannot convert) are cast to fp32 and recorded. IMAGEs holding NaN/Inf (they would save "
+                        "black) are refused, naming the node that produced them, unless save_nonfinite is on.",
             inputs=[
                 io.Image.Input("images", tooltip="The images to save (any float dtype)."),
                 io.String.Input("filename_prefix", default="ComfyUI",
                                 tooltip="The prefix for the file to save; may include formatting such as "
                                         "%date:yyyy-MM-dd% or %Empty Latent Image.width%, as in core Save Image."),
+                io.Boolean.Input("save_nonfinite", default=False, optional=True,
+                                 tooltip="Save images holding NaN/Inf anyway (NaN pixels come out black); the record "
+                                         "says so. Off: the run stops on this node, naming the node upstream."),
             ],
             outputs=[],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -85,7 +90,7 @@ class SaveImageWithRecord(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, filename_prefix="ComfyUI") -> io.NodeOutput:
+    def execute(cls, images, filename_prefix="ComfyUI", save_nonfinite=False) -> io.NodeOutput:
         prompt_id, _ = run_records.executing()
         with recording("SaveImageWithRecord", cls.hidden.unique_id) as record:
             if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
@@ -96,7 +101,17 @@ class SaveImageWithRecord(io.ComfyNode):
                 record.casts.append(f"images: {dtype_name(images.dtype)} -> fp32")
             bad = nonfinite_items(images)
             if bad:
-                record.warnings.append(f"items {bad} hold NaN/Inf: NaN pixels are saved black")
+                source = source_of(cls.hidden.prompt, cls.hidden.unique_id, "images")
+                origin = source.label() if source else "the node upstream"
+                if not save_nonfinite:
+                    raise PrecisionError(
+                        record.node, f"items {bad} of the IMAGE from {origin} hold NaN/Inf: they would be saved as "
+                                     "black images.",
+                        f"fix {origin} (an overflowing VAE decode: use Safe VAE Decode, which redoes such items at a "
+                        "wider dtype), or set save_nonfinite to true to save them anyway (NaN pixels black).",
+                        "images")
+                record.warnings.append(f"items {bad} hold NaN/Inf (from {origin}): saved anyway (save_nonfinite), "
+                                       "NaN pixels are black")
             full_output_folder, filename, counter, subfolder, filename_prefix = folder_paths.get_save_image_path(
                 filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])
             record.notes.append(f"{images.shape[0]} image(s) {images.shape[2]}x{images.shape[1]} saved")

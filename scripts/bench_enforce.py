@@ -8,8 +8,8 @@
    after it runs again. Printed: medians, the on/off ratio beside the
    off/off ratio (the same graph timed twice: the noise floor), and the difference per wrapped node.
 
-Usage: python scripts/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge]
-(CPU: both parts run ComfyUI with --cpu, as scripts/comfy_client.py starts it.)
+Usage: python scripts/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge] [--cuda]
+(part 1 runs ComfyUI in-process with --cpu; part 2's server runs on the GPU with --cuda, else with --cpu.)
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import time
 import timeit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
@@ -29,14 +28,13 @@ POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", de
 
 
 def per_edge(comfy_dir: str, chain: int) -> None:
-    os.environ.setdefault("COMFYUI_DIR", comfy_dir)
-    from comfy_inproc import ComfyHost
+    from comfy_client import ensure_models, import_comfy
     import torch
-    host = ComfyHost()
-    cv = host.pack_module("nodes.host.conform_value")
-    ctx_mod = host.pack_module("nodes.precision.context")
-    report = host.pack_module("nodes.precision.report")
-    guard = host.pack_module("nodes.host.guard")
+    ensure_models(comfy_dir)
+    nodes = import_comfy(comfy_dir)
+    base = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__.rsplit(".", 2)[0]  # the pack as ComfyUI loaded it
+    cv, ctx_mod, report, guard, enforce = (sys.modules[f"{base}.nodes.{m}"] for m in (
+        "host.conform_value", "precision.context", "precision.report", "host.guard", "host.enforce"))
     import comfy.sd
     import folder_paths
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
@@ -58,7 +56,7 @@ def per_edge(comfy_dir: str, chain: int) -> None:
         runs = timeit.repeat(lambda: cv.conform_value(kind, value, step()), number=number, repeat=7)
         print(f"  {kind:<13} {statistics.median(runs) / number * 1e6:9.1f} us per input")
     graph = prompt(0, True, chain)
-    runs = timeit.repeat(lambda: host.prepare(graph), number=20, repeat=7)
+    runs = timeit.repeat(lambda: enforce.prepare({"prompt": graph}), number=20, repeat=7)
     print(f"the on-prompt rewrite of the {len(graph)}-node prompt below (ComfyUI's validation of it included): "
           f"{statistics.median(runs) / 20 * 1000:.2f} ms per POST")
 
@@ -81,11 +79,11 @@ def prompt(i: int, enforce: bool, chain: int) -> dict:
     return p
 
 
-def per_prompt(comfy_dir: str, n: int, chain: int) -> None:
+def per_prompt(comfy_dir: str, n: int, chain: int, cuda: bool) -> None:
     from comfy_client import ComfyServer
     wrapped = chain  # the RescaleCFG nodes
     times = {"off": [], "off again": [], "on": []}
-    with ComfyServer(comfy_dir) as server:
+    with ComfyServer(comfy_dir, cpu=not cuda) as server:
         i = 0
         for variant in times:  # warm-up: loaders, first model load, first rewrite
             i += 1
@@ -113,10 +111,11 @@ def main():
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--chain", type=int, default=10)
     ap.add_argument("--skip-edge", action="store_true")
+    ap.add_argument("--cuda", action="store_true", help="run part 2's server on the GPU")
     args = ap.parse_args()
     if not args.skip_edge:
         per_edge(args.comfy, args.chain)
-    per_prompt(args.comfy, args.n, args.chain)
+    per_prompt(args.comfy, args.n, args.chain, args.cuda)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMFY_DIR = os.path.abspath(os.environ.get("COMFYUI_DIR") or os.path.join(ROOT, ".host", "ComfyUI"))
 CHECKPOINT = "tiny_sd15.safetensors"
 OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
+TAESD = "tiny_taesd.safetensors"  # decodes fast; ComfyUI estimates its memory like the SD VAE's
 TESTING_NODES = os.path.join(ROOT, "tests", "support", "testing_nodes")
 
 
@@ -36,12 +37,19 @@ def ensure_models(comfy_dir=COMFY_DIR):
 
 
 def link_testing_nodes(comfy_dir=COMFY_DIR):
-    """The test-only node pack (PSTest_* nodes) next to the real one in the tree's custom_nodes/."""
+    """The test-only node pack (PSTest_* nodes) next to the real one in the tree's custom_nodes/ (for a test run)."""
     link = os.path.join(comfy_dir, "custom_nodes", "precision_safe_testing")
     if os.path.realpath(link) != TESTING_NODES:
         if os.path.islink(link):
             os.unlink(link)
         os.symlink(TESTING_NODES, link)
+
+
+def unlink_testing_nodes(comfy_dir=COMFY_DIR):
+    """Take the test-only nodes out of the tree again (a link to them only: anything else there is not ours)."""
+    link = os.path.join(comfy_dir, "custom_nodes", "precision_safe_testing")
+    if os.path.islink(link) and os.path.realpath(link) == TESTING_NODES:
+        os.unlink(link)
 
 
 def import_comfy(comfy_dir=COMFY_DIR):
@@ -156,8 +164,9 @@ class ComfyServer:
         return self._object_info
 
     # -- running prompts ---------------------------------------------------------------------------------------
-    def run(self, prompt: dict, timeout=600) -> "Run":
-        """Queue an API-format prompt and follow the websocket until it ends; returns what happened."""
+    def run(self, prompt: dict, timeout=600, on_event=None) -> "Run":
+        """Queue an API-format prompt and follow the websocket until it ends; returns what happened.
+        `on_event(message)` sees each of the prompt's websocket messages as it arrives (e.g. to interrupt it)."""
         client_id = uuid.uuid4().hex
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
         try:
@@ -177,6 +186,8 @@ class ComfyServer:
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
                 events.append(m)
+                if on_event is not None:
+                    on_event(m)
                 if m["type"] == "execution_error":
                     error = data
                 elif m["type"] == "execution_success":

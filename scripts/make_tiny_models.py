@@ -15,6 +15,8 @@
   ControlNetLoader detects as SD15.
 - loras/tiny_overflow_lora.safetensors: a rank-1 LoRA on one attn2 projection whose delta (~1e5 per weight) is past
   fp16's range: merged into fp16-stored weights it is inf (a NaN latent); merged at bf16/fp32 it stays finite.
+- vae/tiny_taesd.safetensors: ComfyUI's TAESD (4-channel latents) with random weights: ComfyUI estimates its decode
+  memory like the SD VAE's (so a large latent must be tiled) while a tile decodes in about a second on a CPU.
 
 - with --full: checkpoints/sd15_full_random.safetensors, the same but with a full-size SD1.5 UNet (860 M
   parameters, fp16 like the released checkpoints), built on the GPU when there is one: what the GPU benchmarks time.
@@ -25,6 +27,7 @@ import os
 import sys
 
 OVERFLOW_GAIN = 1e5
+MODELS = ("checkpoints/tiny_sd15.safetensors", "vae/tiny_overflow_vae.safetensors", "vae/tiny_taesd.safetensors")
 
 
 def reset_init(module):
@@ -80,7 +83,10 @@ def build(comfy_dir, full=False):
 
     overflow = {k: v.clone() for k, v in vae_sd.items()}
     overflow["post_quant_conv.weight"] = overflow["post_quant_conv.weight"] * OVERFLOW_GAIN
-    return sd, overflow
+
+    from comfy.taesd.taesd import TAESD
+    taesd = {k: v.contiguous() for k, v in reset_init(TAESD()).state_dict().items()}
+    return dict(zip(MODELS, (sd, overflow, taesd)))
 
 
 LORA_TARGET = "input_blocks.1.1.transformer_blocks.0.attn2.to_k"  # Linear(768 -> 320) of the tiny UNet
@@ -145,14 +151,14 @@ def main():
         return make_full(comfy_dir)
     install_assets(comfy_dir)
     models = os.path.join(comfy_dir, "models")
-    ckpt = os.path.join(models, "checkpoints", "tiny_sd15.safetensors")
-    bad_vae = os.path.join(models, "vae", "tiny_overflow_vae.safetensors")
-    if os.path.exists(ckpt) and os.path.exists(bad_vae):
-        print(f"[models] already there: {ckpt}, {bad_vae}")
+    paths = {name: os.path.join(models, name) for name in MODELS}
+    missing = [name for name, path in paths.items() if not os.path.exists(path)]
+    if missing:
+        built = build(comfy_dir)
+        for name in missing:
+            _write(paths[name], built[name])
     else:
-        sd, overflow = build(comfy_dir)
-        for path, data in ((ckpt, sd), (bad_vae, overflow)):
-            _write(path, data)
+        print(f"[models] already there: {', '.join(paths.values())}")
     if all(os.path.exists(os.path.join(models, n)) for n in EXTRAS.values()):
         return
     if "comfy" not in sys.modules:
@@ -160,7 +166,7 @@ def main():
         sys.path.insert(0, comfy_dir)
         import comfy.options
         comfy.options.enable_args_parsing()
-    for name, data in build_extras(comfy_dir, ckpt).items():
+    for name, data in build_extras(comfy_dir, paths[MODELS[0]]).items():
         path = os.path.join(models, name)
         if not os.path.exists(path):
             _write(path, data)
@@ -171,7 +177,7 @@ def make_full(comfy_dir):
     if os.path.exists(path):
         print(f"[models] already there: {path}")
         return
-    sd, _ = build(comfy_dir, full=True)
+    sd = build(comfy_dir, full=True)[MODELS[0]]  # the checkpoint, here with the full-size UNet
     import safetensors.torch
     os.makedirs(os.path.dirname(path), exist_ok=True)
     safetensors.torch.save_file(sd, path + ".tmp")

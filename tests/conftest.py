@@ -76,3 +76,10 @@ def comfy():
     """ComfyUI's real executor in-process, with this pack loaded from custom_nodes/ and the tiny models."""
     from comfy_inproc import ComfyHost
     return ComfyHost()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The servers and the in-process host are done: the PSTest_* nodes leave the dev host's custom_nodes/, so a
+    ComfyUI started from it later (`make serve`) shows only the pack."""
+    from host_paths import unlink_testing_nodes
+    unlink_testing_nodes()

@@ -36,3 +36,14 @@ def check_image(record, image: torch.Tensor, ctx) -> None:
     if ctx.on_nonfinite == "error":
         raise PrecisionError(record.node, problem, "fix the upstream node (e.g. decode with SafeVAEDecode).", "image")
     record.warnings.append(problem + " Those pixels pass through as they are.")
+
+
+BF16_IMAGES = ("core Save Image / Preview Image and every node that converts an IMAGE to numpy fail on bf16 (numpy has "
+               "no bf16: 'Got unsupported ScalarType BFloat16'); save with Save Image (with precision record), or set "
+               "PrecisionPolicy's 'intermediate' to fp16 or fp32 (core saves both)")
+
+
+def warn_bf16_image(record, images: torch.Tensor) -> None:
+    """A node whose IMAGE output is bf16 says on itself what that breaks downstream."""
+    if images.dtype == torch.bfloat16:
+        record.warnings.append(f"IMAGE output is bf16: {BF16_IMAGES}")

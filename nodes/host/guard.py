@@ -1,5 +1,7 @@
 """PrecisionGuard's clones: a torch dtype error inside a *core* node's sampling or VAE decode/encode is re-raised as
-the pack's explained error (submodule, both dtypes, graph input, fix), on the core node that was running.
+the pack's explained error (submodule, both dtypes, graph input, fix), on the core node that was running; so is a
+shape mismatch between model families (a 16-channel SD3 latent into an SD1.5 VAE: latent channels vs the VAE's, the
+model families that make each, the fix).
 
 Scoped to the clones: the MODEL gets an OUTER_SAMPLE wrapper through ComfyUI's own wrapper API on a clone (older
 cores without it: a chained `model_function_wrapper`); the VAE is a shallow copy whose class is a subclass of its
@@ -19,7 +21,7 @@ from typing import Optional
 import torch
 
 from ..precision.context import PrecisionContext, dtype_name
-from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors
+from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors, explain_shape_errors
 from . import run_records
 from .patches import patch_modules
 
@@ -91,11 +93,26 @@ def _blames_a_part(err: DtypeMismatchError, kind: str) -> Optional[DtypeMismatch
                               torch_message=err.torch_message)
 
 
+@functools.lru_cache(maxsize=1)
+def latent_families() -> dict:
+    """(channels, spatial dims) -> names of ComfyUI's latent formats of that shape, in its own order: (4, 2) ->
+    SD15, SDXL, ...; (16, 2) -> SC_Prior, SD3, Flux. Read from comfy.latent_formats, so new families come with
+    ComfyUI."""
+    import comfy.latent_formats as formats
+    families: dict = {}
+    for name, cls in vars(formats).items():
+        if isinstance(cls, type) and issubclass(cls, formats.LatentFormat) and cls is not formats.LatentFormat:
+            families.setdefault((cls.latent_channels, cls.latent_dimensions), []).append(name)
+    return families
+
+
 @contextlib.contextmanager
 def _translate(info: GuardInfo, kind: str, role: str, declared, modules: Mapping, inputs: Mapping,
                roles: Optional[Mapping] = None):
+    label = info.label()
     try:
-        with explain_dtype_errors(info.label(), modules=modules, inputs=inputs, roles=roles):
+        with explain_dtype_errors(label, modules=modules, inputs=inputs, roles=roles), \
+                explain_shape_errors(label, modules=modules, inputs=inputs, roles=roles, families=latent_families()):
             yield
     except DtypeMismatchError as err:
         better = _blames_a_part(err, kind) or _misreported(err, kind, role, declared, info.ctx)

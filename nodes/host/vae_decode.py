@@ -1,13 +1,18 @@
-"""Decode through ComfyUI's VAE at a chosen dtype, with a tiled fallback on out-of-memory that is reported."""
+"""Decode through ComfyUI's VAE at a chosen dtype. Before it starts, the decode is checked against the free memory:
+one that cannot fit whole is decoded tile by tile (stopping between tiles on an interrupt), or refused with the
+figures when even that cannot fit. An out-of-memory error still falls back to tiled decoding, reported."""
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Optional
 
 import torch
 
 import comfy.model_management as mm
+import comfy.utils
 
+from ..precision.budget import DecodeNeed, plan_decode
 from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
@@ -40,8 +45,82 @@ def _watch_core_fallback():
         root.removeHandler(watcher)
 
 
+def _free_bytes(device: torch.device) -> float:
+    """Memory a decode on `device` can have: what is free, plus on an accelerator the models ComfyUI unloads to make
+    room (as it does before a decode)."""
+    free = mm.get_free_memory(device)
+    if device.type != "cpu":
+        free += sum(m.model_loaded_memory() for m in mm.current_loaded_models
+                    if m.device == device and m.model is not None)  # its patcher may be gone
+    return free
+
+
+def decode_need(vae, latent: torch.Tensor) -> Optional[DecodeNeed]:
+    """What decoding `latent` takes, from the VAE's own estimate at its dtype; None for latents that are not images
+    (video, audio), which core decodes as before."""
+    scale = vae.upscale_ratio
+    if latent.ndim != 4 or not isinstance(scale, int) or getattr(vae, "extra_1d_channel", None) is not None:
+        return None
+    batch, channels, height, width = latent.shape
+    pixels = height * scale * width * scale
+    return DecodeNeed(batch, height, width, scale,
+                      work=lambda h, w: float(vae.memory_used_decode((1, channels, h, w), vae.vae_dtype)),
+                      image_bytes=batch * getattr(vae, "output_channels", 3) * pixels * 4,  # fp32, as core makes it
+                      blend_bytes=pixels * 4)
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile offsets covering `size`, the last one flush with the end."""
+    if size <= tile:
+        return [0]
+    return list(range(0, size - tile, tile - overlap)) + [size - tile]
+
+
+def _ramp(height: int, width: int, feather: int) -> torch.Tensor:
+    """[1, H, W, 1] blend weights rising linearly over `feather` pixels at each edge (never zero)."""
+    def axis(n):
+        ramp = torch.ones(n)
+        steps = torch.arange(1, min(feather, n) + 1, dtype=torch.float32) / (feather + 1)
+        ramp[:len(steps)] = torch.minimum(ramp[:len(steps)], steps)
+        ramp[n - len(steps):] = torch.minimum(ramp[n - len(steps):], steps.flip(0))
+        return ramp
+    return (axis(height)[:, None] * axis(width)[None, :])[None, :, :, None]
+
+
+def decode_tiles(vae, latent: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """Decode `latent` one tile of one item at a time through vae.decode, blending overlaps linearly; checks for an
+    interrupt before every tile and reports progress. Holds the IMAGE and one weight plane, plus one tile's decode."""
+    batch, _, height, width = latent.shape
+    scale = vae.upscale_ratio
+    device = vae.output_device
+    out = torch.zeros((batch, height * scale, width * scale, getattr(vae, "output_channels", 3)), device=device)
+    weight = torch.zeros((1, height * scale, width * scale, 1), device=device)
+    positions = [(y, x) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+    progress = comfy.utils.ProgressBar(len(positions) * batch)
+    for y, x in positions:
+        h, w = min(tile, height - y), min(tile, width - x)
+        ramp = _ramp(h * scale, w * scale, overlap * scale).to(device)
+        rows, cols = slice(y * scale, (y + h) * scale), slice(x * scale, (x + w) * scale)
+        for i in range(batch):
+            mm.throw_exception_if_processing_interrupted()
+            piece = vae.decode(latent[i:i + 1, :, y:y + h, x:x + w]).to(device)
+            out[i:i + 1, rows, cols] += piece * ramp
+            progress.update(1)
+        weight[:, rows, cols] += ramp
+    return out.div_(weight)
+
+
 def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Tensor:
-    """vae.decode, or vae.decode_tiled after an out-of-memory error; either way recorded."""
+    """vae.decode when it fits in memory; tile by tile when it does not (or after an out-of-memory error); a
+    PrecisionError with the figures when not even that fits. Tiling is recorded."""
+    need = decode_need(vae, latent)
+    if need is not None:
+        device, host = torch.device(vae.device), torch.device(vae.output_device)
+        free = _free_bytes(device)
+        plan = plan_decode(record.node, need, free, free if host == device else _free_bytes(host), host == device)
+        if plan.tiled:
+            record.notes.append(plan.note(need))
+            return decode_tiles(vae, latent, plan.tile, plan.overlap)
     with _watch_core_fallback() as watcher:
         try:
             images = vae.decode(latent)

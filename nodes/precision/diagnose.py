@@ -1,4 +1,5 @@
-"""Explain a torch dtype error raised deep inside a model: which submodule, which dtypes, which input, the fix.
+"""Explain a torch dtype or shape error raised deep inside a model: which submodule, what it expected, which input,
+the fix.
 
 Free when nothing fails: no hooks, no patching, only a try/except. The work happens after a dtype error has
 escaped: the exception's traceback still holds every Python frame it went through, so the innermost frame
@@ -252,6 +253,161 @@ class explain_dtype_errors:
             return False
         try:
             err = explain(exc, self.node, self.modules, self.inputs, self.roles)
+        except Exception:  # a bug in the explainer must never hide the user's real error
+            err = None
+        if err is None:
+            return False
+        raise err from exc
+
+
+# -- shape mismatches: a tensor of another model family (a 16-channel SD3 latent into an SD1.5 VAE, SDXL conditioning
+# into an SD1.5 UNet). Group `want` is what the layer was built for, `got` (or `shape`) what its input has.
+_SHAPE_FAMILIES = [(re.compile(p), axis) for p, axis in (
+    (r"weight of size \[[\d, ]+\], expected input\[(?P<shape>[\d, ]+)\] to have (?P<want>\d+) channels, but got "
+     r"(?P<got>\d+) channels instead", "channels"),
+    (r"Expected weight to be a vector of size equal to the number of channels in input, but got weight of shape "
+     r"\[(?P<want>\d+)\] and input of shape \[(?P<shape>[\d, ]+)\]", "channels"),
+    (r"Expected number of channels in input to be divisible by num_groups, but got input of shape "
+     r"\[(?P<shape>[\d, ]+)\]", "channels"),
+    (r"mat1 and mat2 shapes cannot be multiplied \(\d+x(?P<got>\d+) and (?P<want>\d+)x\d+\)", "features"),
+    (r"Given normalized_shape=\[(?:\d+, )*(?P<want>\d+)\], expected input with shape \[[^\]]*\], but got input of "
+     r"size\s*\[(?P<shape>[\d, ]+)\]", "features"),
+    (r"Expected \d+D \(unbatched\) or (?P<want>\d+)D \(batched\) input to conv\d+d, but got input of size: "
+     r"\[(?P<shape>[\d, ]+)\]", "dims"),
+)]
+_AXIS = {"channels": 1, "features": -1}
+
+
+def parse_shape_error(exc: BaseException) -> Optional[dict]:
+    """{'axis': 'channels' | 'features' | 'dims', 'want': int | None, 'got': int} for a torch shape mismatch at a
+    layer's input, None for any other error."""
+    if not isinstance(exc, RuntimeError) or isinstance(exc, PrecisionError):
+        return None
+    text = str(exc)
+    for pattern, axis in _SHAPE_FAMILIES:
+        m = pattern.search(text)
+        if m is None:
+            continue
+        found = m.groupdict()
+        shape = [int(n) for n in found["shape"].split(",")] if found.get("shape") else None
+        got = int(found["got"]) if found.get("got") else (len(shape) if axis == "dims" else shape[_AXIS[axis]])
+        return {"axis": axis, "want": int(found["want"]) if found.get("want") else None, "got": got}
+    return None
+
+
+def _size(t: torch.Tensor, axis: str) -> Optional[int]:
+    if axis == "dims":
+        return t.ndim
+    return t.shape[_AXIS[axis]] if t.ndim >= 2 else None
+
+
+def _takes(module: torch.nn.Module, axis: str) -> Optional[int]:
+    """What the module was built for along `axis`, from its own attributes (conv, linear, norms)."""
+    if axis == "channels":
+        value = getattr(module, "in_channels", None) or getattr(module, "num_channels", None)
+    elif axis == "features":
+        shape = getattr(module, "normalized_shape", None)
+        value = getattr(module, "in_features", None) or (shape[-1] if shape else None)
+    else:
+        value = None
+    return value if isinstance(value, int) else None
+
+
+class ShapeMismatchError(PrecisionError):
+    """A PrecisionError for a tensor whose channels/features/dimensions do not fit the layer it reached."""
+
+    def __init__(self, node: str, problem: str, fix: str, *, module_path=None, axis=None, want=None, got=None,
+                 graph_inputs=(), torch_message=""):
+        super().__init__(node, problem, fix)
+        self.module_path, self.axis, self.want, self.got = module_path, axis, want, got
+        self.graph_inputs = list(graph_inputs)
+        self.torch_message = torch_message
+
+
+def _named(names) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def explain_shape(exc: BaseException, node: str, modules: Optional[Mapping] = None,
+                  inputs: Optional[Mapping] = None, roles: Optional[Mapping] = None,
+                  families: Optional[Mapping] = None) -> Optional[ShapeMismatchError]:
+    """The explained error for a torch shape mismatch at a layer's input, or None when `exc` is not one.
+
+    `families`: (channels, spatial dims) -> names of the model families whose latents have that shape (ComfyUI's
+    latent formats), so a channel mismatch on a latent can say which kind of model made it and which it meets."""
+    found = parse_shape_error(exc)
+    if found is None:
+        return None
+    modules, inputs, roles, families = modules or {}, inputs or {}, roles or {}, families or {}
+    axis, want, got = found["axis"], found["want"], found["got"]
+    site = _locate(exc.__traceback__, modules)
+    key, path, tensor = None, None, None
+    where = "the model (submodule unknown)"
+    if site is not None:
+        key, path, module, tensor = site
+        want = want if want is not None else _takes(module, axis)
+        where = f"{path} ({type(module).__name__})"
+        if tensor is not None and _size(tensor, axis) != got:
+            tensor = None
+    named = list(_graph_tensors(inputs))
+    certain = [n for n, t in named if tensor is not None and (t is tensor or (
+        t.numel() and t.device == tensor.device and t.data_ptr() == tensor.data_ptr() and t.shape == tensor.shape))]
+    names = certain or [n for n, t in named if _size(t, axis) == got]
+    graph = dict(named)
+    if len(names) == 1:
+        shown = f"graph input '{names[0]}' {list(graph[names[0]].shape)}"
+        origin = f"that is {shown}" if certain else f"likely {shown} (the only input with {got} {axis})"
+    elif names:
+        origin = "likely one of graph inputs " + ", ".join(f"'{n}'" for n in names) + f" (all with {got} {axis})"
+    else:
+        origin = f"no graph input has {got} {axis}, so the model made it"
+    role = _role_of(key, roles)
+    kind = {"vae": "VAE", "unet": "MODEL"}.get(role, "model")
+    takes = f"{want} {axis}" if want is not None else f"another number of {axis}"
+    problem = f"shape mismatch in {where}: it takes {takes} but its input has {got}; {origin}."
+
+    sample = graph[names[0]] if len(names) == 1 else tensor
+    spatial = sample.ndim - 2 if sample is not None else None
+    made_by, meant_for = families.get((got, spatial)), families.get((want, spatial))
+    if axis == "channels" and made_by and meant_for:
+        problem += (f" A {got}-channel latent is what {_named(made_by)} models make; this {kind} is for "
+                    f"{want}-channel latents ({_named(meant_for)}).")
+        if role == "vae":
+            fix = (f"decode with the VAE that belongs to the model that made the latent (a {got}-channel VAE), or "
+                   f"make the latent with a model for {want}-channel latents ({_named(meant_for)})")
+        else:
+            fix = (f"give this {kind} a {want}-channel latent (an Empty Latent Image, or VAE Encode with this model's "
+                   f"own VAE), or sample with a model made for {got}-channel latents ({_named(made_by)})")
+    elif axis == "features" and role == "unet":
+        fix = (f"encode the prompt with the text encoder (CLIP) that belongs to this model: it takes {takes}, the "
+               f"conditioning has {got}")
+    elif axis == "dims":
+        fix = (f"this {kind} takes {want}-dimensional tensors, the input is {got}-dimensional (a video latent meets "
+               "an image model, or the reverse): use the model that made the input")
+    else:
+        fix = f"connect an input with {takes} (the one connected has {got}), made by this {kind}'s own family"
+    problem += f" (torch: {str(exc).splitlines()[0]})."
+    return ShapeMismatchError(node, problem, fix + ".", module_path=path, axis=axis, want=want, got=got,
+                              graph_inputs=names, torch_message=str(exc))
+
+
+class explain_shape_errors(explain_dtype_errors):
+    """Context manager: a torch shape mismatch escaping the block is re-raised as a ShapeMismatchError (a
+    PrecisionError) `from` the original; every other exception passes through as the same object. Free while
+    nothing fails, like explain_dtype_errors; `families` as in explain_shape."""
+
+    __slots__ = ("families",)
+
+    def __init__(self, node: str, modules: Optional[Mapping] = None, inputs: Optional[Mapping] = None,
+                 roles: Optional[Mapping] = None, families: Optional[Mapping] = None):
+        super().__init__(node, modules, inputs, roles)
+        self.families = families
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, RuntimeError):
+            return False
+        try:
+            err = explain_shape(exc, self.node, self.modules, self.inputs, self.roles, self.families)
         except Exception:  # a bug in the explainer must never hide the user's real error
             err = None
         if err is None:

@@ -6,7 +6,11 @@ scenario                           | stock ComfyUI 0.3.75                  | thi
 -----------------------------------|---------------------------------------|-----------------------------------------
 bf16 IMAGE into an image saver     | TypeError "Got unsupported ScalarType | saver casts, records it; Inspect reports
                                    | BFloat16"                             |
-NaN IMAGE into an image saver      | black image, numpy warning only       | black image, warning in the record
+NaN IMAGE into an image saver      | black image, numpy warning only       | refused on the saver, naming the node
+                                   |                                       | upstream; save_nonfinite: saved, recorded
+fp16 IMAGE into core's saver       | saves fine (numpy has float16)        | nothing to do; the pack's saver records it
+intermediate bf16 (policy)         | core saver: "Got unsupported ScalarType| warned on the policy (table) and on the
+                                   | BFloat16"                             | node whose IMAGE output is bf16
 fp16 + bf16 IMAGEs via ImageBatch  | silently promoted to fp32             | Inspect shows it; saver needs no cast
 fp16 IMAGE into the Detailer       | (no core detailer)                    | cast to fp32, recorded
 fp32 LATENT into fp16 VAE (policy) | VAEDecode casts, nothing recorded     | decodes at fp16 (same image), recorded
@@ -21,6 +25,10 @@ bf16 detector fed fp32             | ultralytics: "Input type ... and      | inp
 half-weight VAE (declares fp32)    | raw RuntimeError "Input type (float)  | PrecisionGuard: explained error on
   into core VAEDecode              | and bias type (c10::BFloat16)"        | VAEDecode (submodule, dtypes, fix)
 half-weight MODEL into KSampler    | raw RuntimeError "mat1 and mat2 ..."  | PrecisionGuard: explained, on KSampler
+optional MODEL/VAE input of Policy | (no core node hands an empty input on) | error on the Policy/Guard naming its
+  or Guard left empty, output used |                                       | empty input; a pack node fed None names it
+16-channel latent into an SD VAE / | raw RuntimeError "expected input[1,   | PrecisionGuard: channels explained with
+  an SD1.5 KSampler                | 16, 2, 2] to have 4 channels"         | the latent families, on the core node
 half-weight VAE into SafeVAEDecode | (the raw error above)                 | explained; policy vae bf16 decodes
 half-weight VAE into the Detailer  | (no core detailer)                    | explained, naming "vae encode"
 fp8 UNet (UNETLoader fp8_e4m3fn)   | runs, fp32 compute, nothing shows it  | Inspect: fp8/fp32; policy bf16 works
@@ -83,7 +91,8 @@ def _pack_error(comfy, g, node, label, *parts):
     r = comfy.run(g.finalize())
     assert not r.success, "expected the run to fail"
     assert r.error["node_id"] == node.id, (r.error["node_id"], r.error["node_type"], r.error["exception_message"])
-    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError")), r.error["exception_type"]
+    assert r.error["exception_type"].endswith(("PrecisionError", "DtypeMismatchError", "ShapeMismatchError")), \
+        r.error["exception_type"]
     msg = r.error["exception_message"]
     assert f"[{label} #{node.id}" in msg and "Fix:" in msg, msg
     for part in parts:
@@ -132,15 +141,67 @@ def test_bf16_image_to_saver__stock_numpy_typeerror__pack_casts_and_records(comf
     assert len(r.ui(save.id)["images"]) == 1
 
 
-def test_nan_image_to_saver__stock_saves_black_silently__pack_warns_in_record(comfy):
+def test_nan_image_to_saver__stock_saves_black_silently__pack_refuses_naming_the_node_upstream(comfy):
     g = GraphBuilder()
     bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
     core = g.node("PreviewImage", images=bad.out(0))
-    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan")
     with pytest.warns(RuntimeWarning, match="invalid value encountered in cast"):
         r = _ok(comfy, g)  # stock: numpy's warning in the log is the only sign
     assert "precision_safe" not in r.ui(core.id)  # stock: saved, nothing said on the node
-    assert r.ui(save.id)["precision_safe"][0]["warnings"] == ["items [0] hold NaN/Inf: NaN pixels are saved black"]
+
+    g = GraphBuilder()
+    bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
+    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan")
+    _pack_error(comfy, g, save, "SaveImageWithRecord", "input 'images'", "items [0]",
+                f"from PSTest_PoisonImage #{bad.id}", "save_nonfinite")
+
+
+def test_nan_image_to_saver_with_save_nonfinite__stock_saves_black_silently__pack_saves_and_records_it(comfy):
+    g = GraphBuilder()
+    bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
+    save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan",
+                  save_nonfinite=True)
+    r = _ok(comfy, g)
+    assert len(r.ui(save.id)["images"]) == 2
+    assert r.ui(save.id)["precision_safe"][0]["warnings"] == [
+        f"items [0] hold NaN/Inf (from PSTest_PoisonImage #{bad.id}): saved anyway (save_nonfinite), NaN pixels "
+        "are black"]
+
+
+def test_fp16_image_to_core_saver__stock_saves_fine__pack_casts_nothing(comfy):
+    g = GraphBuilder()
+    half = g.node("PSTest_CastImage", image=_image(g).out(0), dtype="fp16")
+    core = g.node("PreviewImage", images=half.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix="precision_safe_tests/corpus_fp16")
+    r = _ok(comfy, g)  # stock: numpy has float16, core's saver converts it like fp32
+    assert len(r.ui(core.id)["images"]) == 1
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: fp16 -> fp32"]
+
+
+def test_intermediate_bf16__stock_core_saver_typeerror__pack_warns_on_the_policy_and_the_decoder(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, intermediate_dtype="bf16", on_nonfinite="keep")  # not the policy below: the cache would reuse it
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
+    core = g.node("PreviewImage", images=safe.out(0))
+    msg = _fails_on(comfy, g, core, "TypeError")  # stock: core's saver cannot convert the bf16 IMAGE
+    assert msg.startswith("Got unsupported ScalarType BFloat16")
+
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, intermediate_dtype="bf16")
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=safe.out(0), filename_prefix="precision_safe_tests/corpus_bf16")
+    r = _ok(comfy, g)
+    assert comfy.output(safe.id).dtype == torch.bfloat16
+    policy_text = r.ui(p.id)["text"][0]
+    assert "intermediate: bf16" in policy_text and "WARNING intermediate bf16: core Save Image / Preview Image" \
+        in policy_text, policy_text
+    warnings = r.ui(safe.id)["precision_safe"][0]["warnings"]
+    assert any(w.startswith("IMAGE output is bf16") and "core Save Image / Preview Image" in w for w in warnings)
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]
+    tips = comfy.node_class("PrecisionSafePolicy").INPUT_TYPES()["required"]["intermediate_dtype"][1]["tooltip"]
+    assert "bf16 breaks core Save Image / Preview Image" in tips
 
 
 def test_mixed_dtype_batch__stock_imagebatch_promotes_to_fp32__pack_shows_it_and_needs_no_cast(comfy):
@@ -374,6 +435,128 @@ def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     _pack_error(comfy, g, sampler, "KSampler", "unet.", "weights bf16", "its input is fp32", "declares fp32",
                 "unet_dtype bf16")
+
+
+# -- optional inputs left unconnected --------------------------------------------------------------------------------
+# Each policy here has settings of its own: ComfyUI's cache keys a node by its inputs, not its id, so a policy equal to
+# one that succeeded in the previous prompt would not run again (the cached case has a test of its own below).
+
+def test_policy_model_output_without_a_model__stock_none_reaches_ksampler__pack_errors_on_the_policy_input(comfy):
+    g = GraphBuilder()
+    p = policy(g, sam_dtype="fp32")  # no MODEL connected, yet its model output feeds the KSampler
+    ckpt, sampler = txt2img(g, size=16, model=p.out(1))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'model'", "nothing is connected to its 'model' input",
+                f"KSampler #{sampler.id} (input 'model') needs it", "connect a MODEL to this node's 'model' input")
+
+
+def test_policy_vae_output_without_a_vae__stock_none_reaches_the_decoder__pack_errors_on_the_policy_input(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, sam_dtype="bf16")
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=safe.out(0))
+    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'vae'", f"PrecisionSafeVAEDecode #{safe.id} (input 'vae')",
+                "connect a VAE")
+
+
+def test_guard_with_nothing_connected__stock_none_reaches_ksampler__pack_errors_on_the_guard_input(comfy):
+    g = GraphBuilder()
+    guard = g.node("PrecisionSafeGuard")
+    ckpt, sampler = txt2img(g, size=16, model=guard.out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'model'", "nothing is connected to its 'model' input",
+                f"KSampler #{sampler.id} (input 'model')")
+
+
+def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_errors_on_the_guard_naming_the_policy(
+        comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, sam_dtype="fp16")
+    guard = g.node("PrecisionSafeGuard", vae=p.out(3))  # an optional input: the policy hands None on
+    dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'vae'",
+                f"its 'vae' input got nothing (None) from PrecisionSafePolicy #{p.id}", f"VAEDecode #{dec.id}")
+
+    g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says so
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, detector_dtype="fp16")
+    guard = g.node("PrecisionSafeGuard", model=ckpt.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    g.node("PrecisionSafeDtypeInspect", value=guard.out(0))
+    r = _ok(comfy, g)
+    assert f"'vae' output is empty (None): passed to PrecisionSafeGuard #{guard.id} (input 'vae')" in \
+        r.ui(p.id)["precision_safe"][0]["notes"]
+
+
+def test_cached_empty_policy_output_newly_connected__stock_none_reaches_the_node__pack_node_names_the_empty_input(
+        comfy):
+    """The editor case: a policy without a VAE already ran (its output is cached, so it does not run again) and its
+    vae output is connected afterwards: the pack node that gets None names the policy's empty input."""
+    g = GraphBuilder(prefix="cached_policy")
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g)
+    g.node("PreviewImage", images=g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2),
+                                         context=p.out(0)).out(0))
+    _ok(comfy, g)
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
+    g.node("PreviewImage", images=safe.out(0))
+    r = comfy.run(g.finalize())
+    assert any(e == "execution_cached" and p.id in d["nodes"] for e, d in r.messages)
+    assert not r.success and r.error["node_id"] == safe.id, r.error
+    msg = r.error["exception_message"]
+    assert f"[SafeVAEDecode #{safe.id}, input 'vae'] got nothing (None) from PrecisionSafePolicy #{p.id}'s 'vae' " \
+           "output: nothing is connected to that node's 'vae' input." in msg, msg
+
+
+# -- latents of another model family (channel/shape mismatches) -----------------------------------------------------
+
+def _wide_latent(g, sampler):
+    """A 16-channel latent (what SD3/Flux sample) of the same size as the tiny SD1.5 sampler's."""
+    return g.node("PSTest_ReshapeLatent", samples=sampler.out(0), channels=16, batch=-1)
+
+
+def test_16_channel_latent_into_4_channel_vae__stock_raw_channel_error__pack_guard_names_latent_families(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    dec = g.node("VAEDecode", samples=_wide_latent(g, sampler).out(0), vae=ckpt.out(2))
+    g.node("PreviewImage", images=dec.out(0))
+    msg = _fails_on(comfy, g, dec, "RuntimeError")
+    assert "expected input[1, 16, 2, 2] to have 4 channels, but got 16 channels instead" in msg  # stock
+
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    guard = g.node("PrecisionSafeGuard", vae=ckpt.out(2))
+    dec = g.node("VAEDecode", samples=_wide_latent(g, sampler).out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    msg = _pack_error(comfy, g, dec, "VAEDecode", "vae.post_quant_conv (Conv2d)", "takes 4 channels",
+                      "input has 16", "graph input 'samples' [1, 16, 2, 2]", "16-channel latent",
+                      "this VAE is for 4-channel latents", "the VAE that belongs to the model that made the latent")
+    families = msg.split("16-channel latent")[1]
+    assert "SD3" in families and "Flux" in families and "SD15" in families, msg  # read from ComfyUI's latent formats
+
+
+def test_16_channel_latent_into_sd15_ksampler__stock_raw_channel_error__pack_guard_explains_on_ksampler(comfy):
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    _, sampler = txt2img(g, size=16)
+    sampler.set_input("latent_image", _wide_latent(g, g.node("EmptyLatentImage", width=16, height=16,
+                                                             batch_size=1)).out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    msg = _fails_on(comfy, g, sampler, "RuntimeError")
+    assert "to have 4 channels, but got 16 channels instead" in msg  # stock
+
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    guard = g.node("PrecisionSafeGuard", model=ckpt.out(0))
+    _, sampler = txt2img(g, size=16, model=guard.out(0))
+    sampler.set_input("latent_image", _wide_latent(g, g.node("EmptyLatentImage", width=16, height=16,
+                                                             batch_size=1)).out(0))
+    g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
+    _pack_error(comfy, g, sampler, "KSampler", "unet.input_blocks.0.0 (Conv2d)", "takes 4 channels", "input has 16",
+                "graph input 'latent_image'", "this MODEL is for 4-channel latents", "SD3", "SD15")
 
 
 # -- fp8-stored weights ---------------------------------------------------------------------------------------------

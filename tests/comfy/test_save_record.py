@@ -130,12 +130,13 @@ def test_half_and_nonfinite_images_are_saved_and_recorded(comfy, prefix):
     img = g.node("EmptyImage", width=8, height=8, batch_size=2, color=0x336699)
     poisoned = g.node("PSTest_PoisonImage", image=img.out(0), items="1")
     half = g.node("PSTest_CastImage", image=poisoned.out(0), dtype="bf16")
-    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix=prefix)
+    save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix=prefix, save_nonfinite=True)
     r, _ = _run(comfy, g.finalize())
     assert r.success, r.error
     own = r.outputs[save.id]["precision_safe"][0]
     assert own["casts"] == ["images: bf16 -> fp32"]
-    assert own["warnings"] == ["items [1] hold NaN/Inf: NaN pixels are saved black"]
+    assert own["warnings"] == [f"items [1] hold NaN/Inf (from PSTest_CastImage #{half.id}): saved anyway "
+                               "(save_nonfinite), NaN pixels are black"]
     refs = r.outputs[save.id]["images"]
     assert _png(refs[0]).getpixel((0, 0)) == (0x33, 0x66, 0x99) and _png(refs[1]).getpixel((0, 0)) == (0, 0, 0)
     assert _chunk(refs[0])["records"] == [{"node_id": save.id, "class_type": "PrecisionSafeSaveImage",

@@ -19,6 +19,7 @@ ROOT = HERE.parents[1]
 COMFY_DIR = os.environ.get("COMFYUI_DIR", str(ROOT / ".host" / "ComfyUI"))
 CHECKPOINT = "tiny_sd15.safetensors"
 OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
+TAESD = "tiny_taesd.safetensors"
 ASSETS = ROOT / "tests" / "assets" / "models"
 HAVE_CUDA = torch.cuda.is_available()
 
@@ -46,9 +47,9 @@ def comfy_dir(cuda):
         pytest.skip(f"no ComfyUI tree at {COMFY_DIR} (set COMFYUI_DIR)")
     if COMFY_DIR not in sys.path:
         sys.path.insert(0, COMFY_DIR)
-    ckpt = os.path.join(COMFY_DIR, "models", "checkpoints", CHECKPOINT)
-    vae = os.path.join(COMFY_DIR, "models", "vae", OVERFLOW_VAE)
-    if not (os.path.exists(ckpt) and os.path.exists(vae)):
+    models = [os.path.join(COMFY_DIR, "models", "checkpoints", CHECKPOINT)] + [
+        os.path.join(COMFY_DIR, "models", "vae", name) for name in (OVERFLOW_VAE, TAESD)]
+    if not all(os.path.exists(path) for path in models):
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), COMFY_DIR], check=True)
     return COMFY_DIR
 
@@ -69,6 +70,14 @@ def overflow_vae(comfy_dir):
     import comfy.utils
     path = os.path.join(comfy_dir, "models", "vae", OVERFLOW_VAE)
     return comfy.sd.VAE(sd=comfy.utils.load_torch_file(path))
+
+
+@pytest.fixture(scope="session")
+def taesd(comfy_dir):
+    """ComfyUI's TAESD with random weights: fast tiles, decode memory estimated like the SD VAE's."""
+    import comfy.sd
+    import comfy.utils
+    return comfy.sd.VAE(sd=comfy.utils.load_torch_file(os.path.join(comfy_dir, "models", "vae", TAESD)))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,13 @@
-"""A few fault-corpus scenarios (tests/comfy/test_fault_corpus.py) through a real ComfyUI server over HTTP and
-websocket: the error event names the right node with the pack's message, and the saved PNG carries the record."""
+"""Fault-corpus scenarios (tests/comfy/test_fault_corpus.py) through a real ComfyUI server over HTTP and websocket:
+the error event names the right node with the pack's message, the saved PNG carries the record, and after each
+fault the same server runs the next prompt."""
 import io
 import json
+import math
+import time
 
+import psutil
+import pytest
 from PIL import Image
 
 from graphs import POLICY, api_txt2img as _txt2img
@@ -128,3 +133,138 @@ def test_half_model_patch_behind_guard__error_event_on_ksampler_names_the_patch(
     assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)] dtype mismatch in patch attn2_output_patch[0] "
                           "(ProjectionPatch, weights bf16)"), msg
     assert "Fix: turn on enforce_downstream" in msg
+
+
+# -- issue 11: each fault stops on the right node, then the same server serves the next prompt ------------------------
+
+def _policy(**over):
+    return {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, **over}}
+
+
+def _decode_to(prompt, samples, vae=("1", 2), node="11"):
+    prompt.update({node: {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": list(samples),
+                                                                            "vae": list(vae)}},
+                   "99": {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}})
+    return prompt
+
+
+def _nan_image_into_saver():
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "PSTest_PoisonImage", "inputs": {"image": ["1", 0], "items": "0"}},
+            "3": {"class_type": "PrecisionSafeSaveImage", "inputs": {"images": ["2", 0],
+                                                                    "filename_prefix": "ps_http_nan"}}}
+
+
+def _wide_latent_into_guarded_vaedecode():
+    prompt = _txt2img()
+    prompt.update({"10": {"class_type": "PSTest_ReshapeLatent", "inputs": {"samples": ["6", 0], "channels": 16,
+                                                                          "batch": -1}},
+                   "11": {"class_type": "PrecisionSafeGuard", "inputs": {"vae": ["1", 2]}},
+                   "12": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["11", 1]}},
+                   "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}}})
+    return prompt
+
+
+def _policy_without_model_into_ksampler():
+    prompt = _txt2img(model=("10", 1))
+    prompt["10"] = _policy()
+    return _decode_to(prompt, ("6", 0))
+
+
+def _guard_with_nothing_into_ksampler():
+    prompt = _txt2img(model=("10", 0))
+    prompt["10"] = {"class_type": "PrecisionSafeGuard", "inputs": {}}
+    return _decode_to(prompt, ("6", 0))
+
+
+def _policy_without_vae_into_safe_decode():
+    prompt = _txt2img()
+    prompt["10"] = _policy()
+    return _decode_to(prompt, ("6", 0), vae=("10", 3))
+
+
+def _intermediate_bf16_into_core_preview():
+    prompt = _txt2img()
+    prompt["10"] = _policy(intermediate_dtype="bf16")
+    prompt["11"] = {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2],
+                                                                      "context": ["10", 0]}}
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    return prompt
+
+
+def _decode_too_big_even_tiled():
+    image = 3 * 16384 * 16384 * 4
+    batch = math.ceil(2 * psutil.virtual_memory().available / image)
+    return {"1": {"class_type": "PSTest_HugeLatent", "inputs": {"width": 16384, "height": 16384, "batch": batch}},
+            "2": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taesd.safetensors"}},
+            "3": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0]}},
+            "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+
+
+FAULTS = {  # name: (prompt maker, failing node id, its class, parts of the message)
+    "nan image into the pack's saver": (_nan_image_into_saver, "3", "PrecisionSafeSaveImage",
+                                        ["from PSTest_PoisonImage #2 hold NaN/Inf", "save_nonfinite"]),
+    "16-channel latent into a guarded VAEDecode": (_wide_latent_into_guarded_vaedecode, "12", "VAEDecode",
+                                                   ["takes 4 channels but its input has 16", "SD3"]),
+    "policy without a MODEL into KSampler": (_policy_without_model_into_ksampler, "10", "PrecisionSafePolicy",
+                                            ["input 'model'] nothing is connected", "KSampler #6"]),
+    "guard with nothing connected into KSampler": (_guard_with_nothing_into_ksampler, "10", "PrecisionSafeGuard",
+                                                   ["input 'model'] nothing is connected"]),
+    "policy without a VAE into Safe VAE Decode": (_policy_without_vae_into_safe_decode, "10", "PrecisionSafePolicy",
+                                                  ["input 'vae']", "PrecisionSafeVAEDecode #11 (input 'vae')"]),
+    "intermediate bf16 into core Preview Image": (_intermediate_bf16_into_core_preview, "12", "PreviewImage",
+                                                  ["Got unsupported ScalarType BFloat16"]),
+    "a decode too big even tiled": (_decode_too_big_even_tiled, "3", "PrecisionSafeVAEDecode",
+                                    ["16384x16384 px needs", "Fix: decode fewer or smaller latents"]),
+}
+
+
+def _next_prompt_runs(server, seed):
+    prompt = _decode_to(_txt2img(), ("6", 0))
+    prompt["6"]["inputs"]["seed"] = seed  # a new prompt, not one the cache answers
+    run = server.run(prompt)
+    assert run.success, run.error
+    assert [nid for nid, _ in run.images()] == ["99"]
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_stops_on_its_node_and_the_server_runs_the_next_prompt(server, name):
+    make, node_id, node_type, parts = FAULTS[name]
+    run = server.run(make())
+    err = _error(run, node_id, node_type)
+    for part in parts:
+        assert part in err["exception_message"], (part, err["exception_message"])
+    if name.startswith("intermediate bf16"):
+        warnings = run.precision_records()["11"]["warnings"]
+        assert any(w.startswith("IMAGE output is bf16") for w in warnings), warnings
+    _next_prompt_runs(server, seed=list(FAULTS).index(name) + 100)
+
+
+def test_interrupt_stops_a_long_tiled_decode_and_the_next_prompt_runs(server):
+    """A decode ComfyUI estimates at four times the free memory goes tiled (tiny TAESD: about a second or more per
+    512 px tile on 2 cores, dozens of tiles); POST /interrupt after the first tile stops it within a tile or two."""
+    per_latent_pixel = 2178 * 64 * 4  # ComfyUI's decode estimate for SD-type VAEs (TAESD too), bytes at fp32
+    side = math.ceil(math.sqrt(4 * psutil.virtual_memory().available / per_latent_pixel))
+    if side > 2048:
+        pytest.skip("this machine has more memory than a 16384 px decode needs")
+    prompt = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": side * 8, "height": side * 8,
+                                                                 "batch_size": 1}},
+              "2": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_taesd.safetensors"}},
+              "3": {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["1", 0], "vae": ["2", 0]}},
+              "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}}
+    seen = {}
+
+    def interrupt_after_the_first_tile(message):
+        data = message.get("data", {})
+        if message["type"] == "progress" and data.get("node") == "3" and "at" not in seen:
+            seen.update(at=time.monotonic(), value=data["value"], max=data["max"])
+            assert server.post("/interrupt", {})[0] == 200
+
+    run = server.run(prompt, timeout=300, on_event=interrupt_after_the_first_tile)
+    stopped = time.monotonic()
+    assert seen, "no progress from the decode: it did not go tiled"
+    assert seen["max"] >= 25 and seen["value"] < seen["max"]  # dozens of tiles, one done when interrupted
+    assert not run.success and run.events[-1]["type"] == "execution_interrupted"
+    assert run.events[-1]["data"]["node_id"] == "3"
+    assert stopped - seen["at"] < 60, stopped - seen["at"]  # a tile or two, not the rest of the decode
+    _next_prompt_runs(server, seed=1)

@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from precision_safe.nodes.precision.diagnose import DtypeMismatchError, explain_dtype_errors, parse_dtype_error
+from precision_safe.nodes.precision.diagnose import (DtypeMismatchError, ShapeMismatchError, explain_dtype_errors,
+                                                     explain_shape_errors, parse_dtype_error, parse_shape_error)
 from precision_safe.nodes.precision.errors import PrecisionError
 
 HALVES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -349,3 +350,88 @@ def test_float8_promotion_is_recognised_with_fp8_on_the_weights_side():
     assert found == {"inp": "fp32", "own": "float8_e4m3fn", "numpy": False}
     swapped = RuntimeError("Promotion for Float8 Types is not supported, attempted to promote Float8_e5m2 and Half")
     assert parse_dtype_error(swapped) == {"inp": "fp16", "own": "float8_e5m2", "numpy": False}
+
+
+# -- shape mismatches between model families -------------------------------------------------------------------------
+
+FAMILIES = {(4, 2): ["SD15", "SDXL"], (16, 2): ["SD3", "Flux"], (16, 3): ["Wan21"]}
+SHAPE_CASES = {  # name: (layer, input, axis, what the layer takes, what the input has)
+    "conv channels": (lambda: nn.Conv2d(4, 8, 3, padding=1), (1, 16, 4, 4), "channels", 4, 16),
+    "groupnorm weight": (lambda: nn.GroupNorm(2, 4), (1, 16, 4, 4), "channels", 4, 16),
+    "groupnorm groups": (lambda: nn.GroupNorm(32, 128), (1, 16, 4, 4), "channels", 128, 16),
+    "linear features": (lambda: nn.Linear(768, 8), (1, 77, 2048), "features", 768, 2048),
+    "layernorm features": (lambda: nn.LayerNorm(768), (1, 77, 2048), "features", 768, 2048),
+    "conv dims": (lambda: nn.Conv2d(16, 8, 3, padding=1), (1, 16, 2, 4, 4), "dims", 4, 5),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAPE_CASES))
+def test_shape_error_is_explained(case):
+    factory, shape, axis, want, got = SHAPE_CASES[case]
+    model = nest(factory())
+    x, seen = torch.randn(shape), {}
+    with pytest.raises(ShapeMismatchError) as info:
+        with explain_shape_errors(node="VAEDecode #5", modules={"vae": model}, inputs={"samples": x},
+                                  families=FAMILIES):
+            raise_and_keep(lambda: model(x), seen)
+    err, msg = info.value, str(info.value)
+    assert parse_shape_error(seen["exc"])["axis"] == axis and err.__cause__ is seen["exc"]
+    assert msg.startswith("[VAEDecode #5]")
+    assert "vae.0.block.1.layer (" in msg and err.module_path == "vae.0.block.1.layer"
+    assert f"it takes {want} {axis} but its input has {got}" in msg and (err.want, err.got) == (want, got)
+    assert f"that is graph input 'samples' {list(shape)}" in msg and err.graph_inputs == ["samples"]
+    assert "Fix:" in msg
+
+
+def test_channel_mismatch_names_the_latent_families_and_the_fix_per_role():
+    conv = nn.Conv2d(4, 4, 1)
+    z = torch.randn(1, 16, 4, 4)
+    with pytest.raises(ShapeMismatchError) as info:
+        with explain_shape_errors(node="N", modules={"vae": conv}, inputs={"samples": z}, families=FAMILIES):
+            conv(z)
+    msg = str(info.value)
+    assert "A 16-channel latent is what SD3, Flux models make; this VAE is for 4-channel latents (SD15, SDXL)" in msg
+    assert "decode with the VAE that belongs to the model that made the latent (a 16-channel VAE)" in msg
+
+    unet = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1))
+    with pytest.raises(ShapeMismatchError) as info:
+        with explain_shape_errors(node="N", modules={"unet": unet}, inputs={"latent_image": z},
+                                  families=FAMILIES):
+            unet(z * 2)  # a new tensor: the graph input is matched by its channels only
+    msg = str(info.value)
+    assert "likely graph input 'latent_image' [1, 16, 4, 4] (the only input with 16 channels)" in msg
+    assert "this MODEL is for 4-channel latents" in msg and "give this MODEL a 4-channel latent" in msg
+
+    video = torch.randn(1, 16, 2, 4, 4)  # families are per number of spatial dimensions: no 4-channel video family
+    conv3d = nn.Conv3d(4, 4, 1)
+    with pytest.raises(ShapeMismatchError) as info:
+        with explain_shape_errors(node="N", modules={"vae": conv3d}, inputs={"samples": video}, families=FAMILIES):
+            conv3d(video)
+    assert "latent is what" not in str(info.value) and "an input with 4 channels" in str(info.value)
+
+
+def test_conditioning_width_mismatch_says_which_text_encoder():
+    attn = nn.Linear(768, 320)
+    cond = torch.randn(1, 77, 2048)
+    with pytest.raises(ShapeMismatchError) as info:
+        inputs = {"positive": cond, "latent_image": torch.randn(1, 4, 8, 8)}
+        with explain_shape_errors(node="KSampler #3", modules={"unet": attn}, inputs=inputs):
+            attn(cond)
+    msg = str(info.value)
+    assert "it takes 768 features but its input has 2048; that is graph input 'positive' [1, 77, 2048]" in msg
+    assert "text encoder (CLIP) that belongs to this model" in msg
+
+
+def test_other_errors_pass_through_the_shape_explainer():
+    model = nn.Linear(8, 8).half()
+    for raiser in (lambda: model(torch.randn(2, 8)),  # a dtype error: explain_dtype_errors' business
+                   lambda: torch.zeros(2) + torch.zeros(3),  # broadcasting: no layer input to explain
+                   lambda: (_ for _ in ()).throw(ValueError("nope"))):
+        seen = {}
+        with pytest.raises(Exception) as info:
+            with explain_shape_errors(node="N", modules={"unet": model}):
+                raise_and_keep(raiser, seen)
+        assert info.value is seen["exc"] and not isinstance(info.value, PrecisionError)
+    with explain_shape_errors(node="N", modules={"unet": model}) as ctx:  # nothing raised: no effect
+        pass
+    assert isinstance(ctx, explain_shape_errors)

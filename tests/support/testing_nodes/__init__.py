@@ -257,3 +257,23 @@ class LoadUnetAs:
 
 NODE_CLASS_MAPPINGS.update({"PSTest_HalfPatch": HalfPatch, "PSTest_HalfWeightsControlNet": HalfWeightsControlNet,
                             "PSTest_LoadUnetAs": LoadUnetAs})
+
+
+class HugeLatent:
+    """A zero latent batch of any size that takes no memory (every item is a view of one [1, 4, h, w] tensor): a
+    decode too big for this machine, without the machine having to hold its input."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("LATENT",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"width": ("INT", {"default": 16384, "max": 1 << 20}),
+                             "height": ("INT", {"default": 16384, "max": 1 << 20}),
+                             "batch": ("INT", {"default": 1, "min": 1, "max": 1 << 20})}}
+
+    def run(self, width, height, batch):
+        return ({"samples": torch.zeros(1, 4, height // 8, width // 8).expand(batch, -1, -1, -1)},)
+
+
+NODE_CLASS_MAPPINGS["PSTest_HugeLatent"] = HugeLatent

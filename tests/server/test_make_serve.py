@@ -1,0 +1,36 @@
+"""`make serve` starts the dev host's ComfyUI with its web editor and the pack, for a person to click around."""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from host_paths import ROOT
+
+
+def test_make_serve_starts_comfyui_with_the_editor_and_the_pack():
+    from comfy_client import free_port
+    port = free_port()
+    proc = subprocess.Popen(["make", "-s", "serve", f"PORT={port}"], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, page = time.time() + 120, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        if page is None:
+            pytest.fail(f"make serve did not answer on port {port}: {proc.poll()}")
+        assert "<html" in page.lower() and "comfy" in page.lower()  # the web editor, not an API-only server
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/object_info/PrecisionSafePolicy", timeout=30) as r:
+            assert "PrecisionSafePolicy" in json.loads(r.read())
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # make and the ComfyUI it started
+        proc.wait(30)
