@@ -7,9 +7,10 @@
 #                                     # .git/info/exclude): ComfyUI's tree (no models) as a tarball, the pure-Python
 #                                     # packages the GPU image lacks (copied from .host/venv) and cp312 wheels of the
 #                                     # compiled ones (pydantic-core, kornia-rs, SQLAlchemy) from PyPI. ~20 MB.
-#   bash scripts/gpu_run.sh [tests|bench|all]   # there, from the repo root (the `run` tool, carry [".gpu_carry"]);
-#                                     # logs and JSON go to $OUT (default out/gpu). Steps already done on a warm
-#                                     # machine (unpacking, models) are skipped.
+#   bash scripts/gpu_run.sh [tests|bench|detailer|enforce|all]   # there, from the repo root (the `run` tool, carry
+#                                     # [".gpu_carry"]); logs and JSON go to $OUT (default out/gpu). Steps already
+#                                     # done on a warm machine (unpacking, models) are skipped. `all` is tests and
+#                                     # bench (about 7 min); detailer and enforce are a second call.
 # The GPU machine has Python 3.12 with torch but none of ComfyUI's other dependencies and no network.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -102,8 +103,20 @@ if [ "$STEP" = "tests" ] || [ "$STEP" = "all" ]; then
 fi
 if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
     python3 scripts/bench_server.py --comfy "$COMFYUI_DIR" --cuda --ckpt sd15_full_random.safetensors --size 512 \
-        --steps 20 --n ${BENCH_N:-6} --json "$OUT/bench_server.json" --log-dir "$OUT" ${BENCH_ARGS:-} 2>&1 \
+        --steps 20 --n ${BENCH_N:-6} --json "$OUT/bench_server.json" --log-dir "$WORK" ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/bench_server.log"
+    rc=$((rc | ${PIPESTATUS[0]}))
+fi
+if [ "$STEP" = "detailer" ]; then
+    for layout in same_size three_plus_one; do
+        python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --device-args "" --ckpt sd15_full_random.safetensors \
+            --crop 512 --steps 20 --rounds ${BENCH_N:-5} $([ $layout = same_size ] && echo --same-size) \
+            --json "$OUT/bench_detailer_$layout.json" 2>&1 | tee "$OUT/bench_detailer_$layout.log"
+        rc=$((rc | ${PIPESTATUS[0]}))
+    done
+fi
+if [ "$STEP" = "enforce" ] || [ "$STEP" = "detailer" ]; then
+    python3 scripts/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 2>&1 | tee "$OUT/bench_enforce.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 echo "gpu_run $STEP rc=$rc" | tee -a "$OUT/env.txt"
