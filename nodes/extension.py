@@ -1,7 +1,7 @@
 """Registration with ComfyUI's V3 node API."""
 from comfy_api.latest import ComfyExtension, io
 
-from .detailer_node import Detailer
+from .detailer_node import Detailer, DetailerDetectionOptions, DetailerSamOptions, DetectSegs
 from .guard_node import PrecisionGuard
 from .inspect_node import DtypeInspect
 from .loader_nodes import DetectorLoader, SamLoader
@@ -9,8 +9,8 @@ from .policy_node import PrecisionPolicy
 from .safe_decode_node import SafeVAEDecode
 from .save_node import SaveImageWithRecord
 
-NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, PrecisionGuard,
-         SaveImageWithRecord]
+NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, DetailerDetectionOptions,
+         DetailerSamOptions, DetectSegs, PrecisionGuard, SaveImageWithRecord]
 
 
 class PrecisionSafeExtension(ComfyExtension):

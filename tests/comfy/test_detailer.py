@@ -106,7 +106,7 @@ def test_no_detection_passes_through_unchanged(comfy):
     d = detailer(g, load.out(0), ckpt)
     r = _run(comfy, g, d)
     assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
-    assert "no regions detected" in r.ui(d.id)["text"][0]
+    assert "no regions found" in r.ui(d.id)["text"][0]
 
 
 def test_segm_masks_border_regions_and_image_batches(comfy):
@@ -138,7 +138,7 @@ def test_fully_eroded_mask_is_skipped_with_a_note(comfy):
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     load = _load(g, name)
-    d = detailer(g, load.out(0), ckpt, dilation=-64)
+    d = detailer(g, load.out(0), ckpt, sam=False, dilation=-64)
     r = _run(comfy, g, d)
     assert "empty mask: skipped" in r.ui(d.id)["text"][0]
     assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
