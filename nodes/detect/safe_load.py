@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import posixpath
 import re
 import threading
 import zipfile
@@ -92,8 +93,8 @@ def resolve_model_path(name: str | os.PathLike, folders: str | os.PathLike | Seq
         raise ModelFileError(f"invalid model file name {text!r}.")
     if os.path.isabs(text) or re.match(r"^[A-Za-z]:|^[\\/]", text):  # posix or windows absolute / drive
         raise ModelFileError(f"model file name {text!r} is an absolute path; give a name relative to the model folder.")
-    parts = re.split(r"[\\/]+", text)
-    if ".." in parts:
+    normal = posixpath.normpath(text.replace("\\", "/"))
+    if normal == ".." or normal.startswith("../"):
         raise ModelFileError(f"model file name {text!r} climbs out of the model folder with '..'; refused.")
     searched = []
     for folder in folders:
@@ -128,7 +129,7 @@ def _entries(pairs) -> list:
     under a name no file uses as themselves (so the unpickler may fill their instances)."""
     out = []
     for obj, name in pairs:
-        if trust.rebuilt_blank(name, obj):
+        if trust.rebuilt_blank(obj):
             out += [(_blank(obj, name), name), (obj, f"precision_safe.filled.{name}")]
         else:
             out.append((obj, name))
@@ -188,7 +189,7 @@ def _trusted_extras(path: Path, unknown: list[str], accepted: str, trusted: Opti
     entry = trusted.entry(trust.sha256_file(path)) if trusted is not None else None
     if entry is None or not set(unknown) <= set(entry.allow):
         raise _refuse(path, unknown, accepted, trusted)
-    return _entries((trust.trustable(n)[0], n) for n in entry.allow)
+    return _entries(trust.unpickler_globals(entry.allow))
 
 
 def _load(path: Path, entries: list):
@@ -273,7 +274,10 @@ def yolo_from_checkpoint(ckpt: dict, path: Path):
     if not isinstance(model, DetectionModel):  # SegmentationModel subclasses DetectionModel
         raise ModelFileError(f"{path.name} holds no ultralytics detection/segmentation model; it was not used.")
     model = model.float().eval()  # stored fp16; inference copies are cast per call (see yolo.py)
-    model.args = {**DEFAULT_CFG_DICT, **(ckpt.get("train_args") or {})}
+    train_args = ckpt.get("train_args") or {}
+    if not isinstance(train_args, dict):  # older checkpoints keep an IterableSimpleNamespace
+        train_args = dict(vars(train_args))
+    model.args = {**DEFAULT_CFG_DICT, **train_args}
     model.pt_path = str(path)
     task = getattr(model, "task", None) or guess_model_task(model)
     if task not in ("detect", "segment") or (task == "segment") != isinstance(model, SegmentationModel):

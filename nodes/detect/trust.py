@@ -73,16 +73,21 @@ def resolve(name: str):
     return _import(_RENAMED.get(name, name))
 
 
-def is_layer_class(name: str, obj) -> bool:
-    """A class the unpickler may rebuild empty and fill with data: torch / ultralytics layers and models."""
+def _is_data_class(obj) -> bool:
+    """A class the unpickler may rebuild empty and fill with data: torch / ultralytics layers and models,
+    ultralytics' training-argument namespace and loss helpers (judged on where the class really lives)."""
     import torch
 
-    return isinstance(obj, type) and issubclass(obj, torch.nn.Module) and name.startswith(_LAYER_MODULES)
+    if not isinstance(obj, type):
+        return False
+    if issubclass(obj, torch.nn.Module) and obj.__module__.startswith(_LAYER_MODULES):
+        return True
+    return f"{obj.__module__}.{obj.__qualname__}" in _HELPERS or obj.__module__.startswith(_HELPER_MODULES)
 
 
-def rebuilt_blank(name: str, obj) -> bool:
+def rebuilt_blank(obj) -> bool:
     """Classes the unpickler gets as blank stand-ins (see safe_load): every torch / ultralytics class."""
-    return isinstance(obj, type) and name.startswith(("torch.nn.", "ultralytics."))
+    return isinstance(obj, type) and obj.__module__.startswith(("torch.nn.", "ultralytics."))
 
 
 def trustable(name: str) -> tuple[Optional[object], str]:
@@ -96,12 +101,22 @@ def trustable(name: str) -> tuple[Optional[object], str]:
         obj = resolve(name)
         if obj is None:
             return None, "not found in the installed torch / ultralytics"
-        resolved = _RENAMED.get(name, name)
-        if is_layer_class(resolved, obj) or (isinstance(obj, type) and (
-                resolved in _HELPERS or obj.__module__.startswith(_HELPER_MODULES))):
+        if _is_data_class(obj):
             return obj, ""
         return None, "not a layer class or data holder (it could do more than hold data)"
     return None, "it can run code when unpickled"
+
+
+def unpickler_globals(names) -> list[tuple[object, str]]:
+    """(object, name) pairs for torch's unpickler for trustable `names`. numpy.dtype brings numpy's dtype classes:
+    the unpickler fills a dtype only if its class (e.g. Float64DType) is allowed too, though the file never names
+    it."""
+    pairs = [(trustable(n)[0], n) for n in names]
+    if "numpy.dtype" in names:
+        import numpy.dtypes
+        pairs += [(cls, f"numpy.dtypes.{n}") for n, cls in vars(numpy.dtypes).items()
+                  if isinstance(cls, type) and n.endswith("DType")]
+    return pairs
 
 
 def sha256_file(path: str | Path) -> str:
