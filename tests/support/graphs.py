@@ -33,6 +33,18 @@ def overflow_batch(g, sampler, size=16):
     return g.node("LatentBatch", samples1=quiet.out(0), samples2=sampler.out(0))
 
 
+def save_input(name, image) -> str:
+    """A float [H, W, 3] array in [0, 1] saved as a PNG in ComfyUI's input folder, for LoadImage."""
+    import os
+
+    import folder_paths
+    import numpy as np
+    from PIL import Image
+    Image.fromarray((np.asarray(image) * 255).round().astype(np.uint8)).save(
+        os.path.join(folder_paths.get_input_directory(), name))
+    return name
+
+
 DETECTION = ("threshold", "labels", "dilation", "crop_factor", "drop_size", "min_area_ratio", "max_area_ratio", "top_k",
              "sort_by")
 SAM_OPTIONS = ("hint", "score_threshold", "multimask", "bbox_expansion", "sam_dilation", "mask_hint_threshold")

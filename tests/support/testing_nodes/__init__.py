@@ -148,3 +148,7 @@ class PoisonImage:
 
 NODE_CLASS_MAPPINGS.update({"PSTest_HalfWeightsVAE": HalfWeightsVAE, "PSTest_HalfWeightsModel": HalfWeightsModel,
                             "PSTest_PoisonImage": PoisonImage})
+
+from .impact_style import NODE_CLASS_MAPPINGS as _IMPACT_STYLE  # noqa: E402  (SEGS as Impact Pack makes and reads them)
+
+NODE_CLASS_MAPPINGS.update(_IMPACT_STYLE)

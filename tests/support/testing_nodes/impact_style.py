@@ -95,3 +95,92 @@ def paste(image: torch.Tensor, segs) -> torch.Tensor:
             img[:, y:y + ch, x:x + cw, :] = (1 - mask) * img[:, y:y + ch, x:x + cw, :] + mask * crop[i:i + 1]
         out.append(img)
     return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------ the same as graph nodes
+
+class ControlNetWrapper:
+    """A SEG's control_net_wrapper with the interface Impact's detailers call: apply(positive, negative, image,
+    mask) adds a ControlNet with this SEG's own hint (a crop) to positive; doit_ipadapter(model) changes nothing."""
+
+    def __init__(self, control_net, hint: torch.Tensor, strength: float):
+        self.control_net, self.hint, self.strength = control_net, hint, strength
+
+    def apply(self, positive, negative, image, mask=None, use_acn=False):
+        net = self.control_net.copy().set_cond_hint(self.hint.movedim(-1, 1), self.strength)
+        positive = [[t, {**opts, "control": net, "control_apply_to_uncond": True}] for t, opts in positive]
+        return positive, negative, [self.hint]
+
+    def doit_ipadapter(self, model):
+        return model, []
+
+
+def _boxes(text):
+    return [tuple(float(v) for v in b.split(",")) for b in text.split(";") if b.strip()]
+
+
+class ImpactStyleSEGS:
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("SEGS",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "boxes": ("STRING", {"default": "10,10,40,40"}),
+                             "labels": ("STRING", {"default": "A"}), "crop_factor": ("FLOAT", {"default": 2.0})}}
+
+    def run(self, image, boxes, labels, crop_factor):
+        boxes = _boxes(boxes)
+        labels = [s.strip() for s in labels.split(",")]
+        return (detector_segs(image[:1], boxes, labels, [0.9] * len(boxes), crop_factor),)
+
+
+class ImpactStyleControlNetSEGS:
+    """Gives each SEG a ControlNet wrapper holding the hint cut to its crop region, as Impact's ControlNet-for-SEGS
+    node does with a control image."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("SEGS",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"segs": ("SEGS",), "control_net": ("CONTROL_NET",), "hint": ("IMAGE",),
+                             "strength": ("FLOAT", {"default": 1.0})}}
+
+    def run(self, segs, control_net, hint, strength):
+        items = []
+        for seg in segs[1]:
+            x1, y1, x2, y2 = seg.crop_region
+            items.append(seg._replace(control_net_wrapper=ControlNetWrapper(control_net, hint[:1, y1:y2, x1:x2],
+                                                                            strength)))
+        return ((segs[0], items),)
+
+
+class ImpactStylePaste:
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "segs": ("SEGS",)}}
+
+    def run(self, image, segs):
+        return (paste(image, segs),)
+
+
+class ImpactStyleCombinedMask:
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MASK",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"segs": ("SEGS",)}}
+
+    def run(self, segs):
+        return (combined_mask(segs)[None],)
+
+
+NODE_CLASS_MAPPINGS = {"PSTest_ImpactSEGS": ImpactStyleSEGS, "PSTest_ImpactControlNetSEGS": ImpactStyleControlNetSEGS,
+                       "PSTest_ImpactSEGSPaste": ImpactStylePaste, "PSTest_ImpactCombinedMask": ImpactStyleCombinedMask}
