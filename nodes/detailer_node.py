@@ -392,6 +392,8 @@ class Detailer(io.ComfyNode):
             regions, _ = find_regions(work, {"detector": detector, "segs": segs, "mask": mask}, sam,
                                       detection or DetectionOptions(), sam_options or SamOptions(), crop_opts, ctx,
                                       device, record, clock)
+            if sampling.tiled_encode or sampling.tiled_decode:
+                record.notes.append(f"vae {widgets['tiled_vae']} tiled in {sampling.tile_size}-px tiles")
             if sampling.inpaint_model and not has_inpaint_channels(model):
                 record.warnings.append("inpaint_model is on but the MODEL has no inpaint channels: it samples as an "
                                        "ordinary model (use an inpainting checkpoint).")

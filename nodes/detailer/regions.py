@@ -135,7 +135,8 @@ def crop_box(box, image_hw: tuple[int, int], crop_factor: float) -> tuple[int, i
 
 
 def _round8(v: float) -> int:
-    return max(8, int(round(v / 8)) * 8)
+    """Up to a multiple of 8 (the latent's), so a crop is never sampled smaller than asked."""
+    return max(8, math.ceil(v / 8 - 1e-6) * 8)
 
 
 def sample_size(crop_hw: tuple[int, int], box_hw: tuple[float, float], opts: CropOptions) -> Optional[tuple[int, int]]:
@@ -144,7 +145,7 @@ def sample_size(crop_hw: tuple[int, int], box_hw: tuple[float, float], opts: Cro
     The box's shorter side (or the crop region's, with guide_size_for="crop_region") is scaled up to guide_size,
     the crop's longer side capped at max_size. A box already at least guide_size on both sides, or a crop that
     would not be enlarged, is left alone unless force_inpaint; then it is sampled at its own size (never shrunk,
-    so large faces are not softened). Rounded to multiples of 8 for the VAE.
+    so large faces are not softened). Rounded up to multiples of 8 for the VAE.
     """
     ch, cw = crop_hw
     bh, bw = box_hw

@@ -1,82 +1,29 @@
 """Trusting a detector file on purpose: by sha256, with the extra globals listed for it, still through torch's
 restricted unpickler; and allowed classes never constructed with arguments from a file.
 
-The "third-party" checkpoints here are the committed tiny detector saved again the way older ultralytics versions
-pickled their models: classes under their old module paths, `getattr(Detect, "forward")`, numpy scalars."""
+The "third-party" checkpoint is the committed tiny detector saved again the way older ultralytics versions pickled
+their models (tests/support/third_party_models.py)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from precision_safe.nodes.detect import safe_load, trust, yolo
 from precision_safe.nodes.detect.safe_load import UnsafeModelFile
 from precision_safe.nodes.detect.trust import TrustConfig, TrustConfigError
-
-BBOX = Path(__file__).resolve().parents[1] / "assets" / "models" / "ultralytics" / "bbox" / "tiny_shapes_bbox.pt"
-LEGACY = {"ultralytics.nn.modules.conv.Conv": "ultralytics.nn.modules",  # before the modules were split
-          "ultralytics.utils.IterableSimpleNamespace": "ultralytics.yolo.utils"}  # ultralytics 8.0.x
-EXTRA = sorted(["ultralytics.nn.modules.Conv", "ultralytics.yolo.utils.IterableSimpleNamespace", "builtins.getattr",
-                "numpy._core.multiarray.scalar", "numpy.dtype"])
-
-
-@contextlib.contextmanager
-def pickled_as(paths: dict):
-    """Classes pickled under other (older) module paths while saving (stand-in modules where those paths no
-    longer import, since the pickler checks that it could import them back)."""
-    import importlib
-    import sys
-    import types
-    changed, added = [], []
-    for full, module in paths.items():
-        mod, _, name = full.rpartition(".")
-        cls = getattr(importlib.import_module(mod), name)
-        changed.append((cls, cls.__module__))
-        cls.__module__ = module
-        parts = module.split(".")
-        for i in range(1, len(parts) + 1):
-            key = ".".join(parts[:i])
-            if key not in sys.modules:
-                sys.modules[key] = types.ModuleType(key)
-                added.append(key)
-        if not hasattr(sys.modules[module], name):
-            setattr(sys.modules[module], name, cls)
-    try:
-        yield
-    finally:
-        for cls, module in changed:
-            cls.__module__ = module
-        for key in added:
-            del sys.modules[key]
-
-
-class ForwardRef:
-    """Pickles as getattr(Detect, "forward"), as some YOLOv8 / v10 checkpoints carry it."""
-
-    def __reduce__(self):
-        from ultralytics.nn.modules.head import Detect
-        return getattr, (Detect, "forward")
+from third_party_models import BBOX, EXTRA, save_legacy_style
 
 
 @pytest.fixture(scope="module")
 def third_party(tmp_path_factory) -> Path:
-    from ultralytics.utils import IterableSimpleNamespace
-    ckpt = safe_load.safe_torch_load(BBOX)
-    ckpt["train_args"] = IterableSimpleNamespace(**(ckpt.get("train_args") or {"imgsz": 128}))
-    ckpt["best_fitness"] = np.float64(0.87)
-    ckpt["head_forward"] = ForwardRef()
-    f = tmp_path_factory.mktemp("third_party") / "face_yolov8m.pt"
-    with pickled_as(LEGACY):
-        torch.save(ckpt, f)
-    assert sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(f)) -
-                  set(safe_load.YOLO_ALLOWED_GLOBALS)) == EXTRA
-    return f
+    path = tmp_path_factory.mktemp("third_party") / "face_yolov8m.pt"
+    assert save_legacy_style(path) == EXTRA
+    return path
 
 
 def config(tmp_path, entries) -> TrustConfig:

@@ -53,7 +53,7 @@ def test_crop_grows_around_the_centre_and_shifts_inside_at_the_border():
     ((200, 200), (100, 100), CropOptions(guide_size=64), (200, 200)),  # large, force_inpaint: at its own size
     ((200, 200), (100, 100), CropOptions(guide_size=64, force_inpaint=False), None),  # left alone
     ((200, 200), (30, 30), CropOptions(guide_size=64, guide_size_for="crop_region", force_inpaint=False), None),
-    ((200, 200), (30, 30), CropOptions(guide_size=64, force_inpaint=False), (424, 424)),
+    ((200, 200), (30, 30), CropOptions(guide_size=64, force_inpaint=False), (432, 432)),
 ])
 def test_sample_size_follows_impacts_rule(crop, box, opts, expected):
     t = R.sample_size(crop, box, opts)
