@@ -32,8 +32,11 @@ def free_port() -> int:
 class ComfyServer:
     """A ComfyUI server process on 127.0.0.1; use as a context manager so it always stops."""
 
-    def __init__(self, comfy_dir, output_dir=None, extra_args=(), log_path=None, front_end_root=None):
+    def __init__(self, comfy_dir, output_dir=None, extra_args=(), log_path=None, front_end_root=None,
+                 device_args=("--cpu",)):
+        """`device_args`: ComfyUI's device flags, `--cpu` by default; () lets it use CUDA as it normally would."""
         self.comfy_dir = os.path.abspath(comfy_dir)
+        self.device_args = list(device_args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="comfy_out_")
@@ -50,7 +53,7 @@ class ComfyServer:
         self.stop()
 
     def start(self, timeout=120):
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "main.py", *self.device_args, "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--disable-api-nodes", "--front-end-root", self.front_end_root,
                "--database-url", "sqlite:///:memory:", "--output-directory", self.output_dir, *self.extra_args]
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
@@ -110,7 +113,7 @@ class ComfyServer:
             if status != 200:
                 return Run(None, False, [], None, {}, rejected=body)
             prompt_id = body["prompt_id"]
-            events, error, success = [], None, False
+            events, arrivals, error, success = [], [], None, False
             deadline = time.time() + timeout
             while time.time() < deadline:
                 msg = ws.recv()
@@ -121,6 +124,7 @@ class ComfyServer:
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
                 events.append(m)
+                arrivals.append(time.perf_counter())
                 if m["type"] == "execution_error":
                     error = data
                 elif m["type"] == "execution_success":
@@ -134,7 +138,7 @@ class ComfyServer:
         finally:
             ws.close()
         history = self.get(f"/history/{prompt_id}").get(prompt_id, {})
-        return Run(prompt_id, success, events, error, history.get("outputs", {}))
+        return Run(prompt_id, success, events, error, history.get("outputs", {}), arrivals=arrivals)
 
     def image_bytes(self, image_ref: dict) -> bytes:
         q = urllib.parse.urlencode({k: image_ref.get(k, "") for k in ("filename", "subfolder", "type")})
@@ -142,9 +146,18 @@ class ComfyServer:
 
 
 class Run:
-    def __init__(self, prompt_id, success, events, error, outputs, rejected=None):
+    def __init__(self, prompt_id, success, events, error, outputs, rejected=None, arrivals=()):
         self.prompt_id, self.success, self.events = prompt_id, success, events
         self.error, self.outputs, self.rejected = error, outputs, rejected
+        self.arrivals = list(arrivals)  # time.perf_counter() at which each event arrived
+
+    def node_seconds(self, node_id) -> float:
+        """A node's run time: from its `executing` message to the next `executing` message."""
+        executing = [(t, e["data"].get("node")) for t, e in zip(self.arrivals, self.events) if e["type"] == "executing"]
+        for (t, node), (t_next, _) in zip(executing, executing[1:]):
+            if node == str(node_id):
+                return t_next - t
+        raise KeyError(f"node {node_id} did not run in prompt {self.prompt_id} (cached?)")
 
     def images(self):
         """(node id, image ref) for every image the run saved or previewed."""

@@ -205,7 +205,7 @@ def test_nan_samples_are_never_pasted_and_are_blamed_on_the_model(comfy):
         ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
         lora = g.node("LoraLoaderModelOnly", model=ckpt.out(0), lora_name=detailer_models.NAN_LORA, strength_model=1.0)
         load = _load(g, name)
-        d = detailer(g, load.out(0), ckpt, sam=False, model=lora.out(0), steps=1,
+        d = detailer(g, load.out(0), ckpt, sam=False, model=lora.out(0), steps=1, guide_size=16,
                      context=policy(g, on_nonfinite=mode).out(0))
         g.node("PreviewImage", images=d.out(0))
         return comfy.run(g.finalize()), d.id, load.id
@@ -253,7 +253,7 @@ def test_interrupt_between_batches_stops_the_detailer_and_the_next_prompt_runs(c
     def graph(seed):
         g = GraphBuilder()
         ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
-        d = detailer(g, _load(g, name).out(0), ckpt, sam=False, max_batch=1, steps=1, seed=seed)
+        d = detailer(g, _load(g, name).out(0), ckpt, sam=False, max_batch=1, steps=1, guide_size=16, seed=seed)
         g.node("PreviewImage", images=d.out(0))
         return g.finalize(), d.id
 
@@ -268,7 +268,7 @@ def test_interrupt_between_batches_stops_the_detailer_and_the_next_prompt_runs(c
     prompt, did = graph(seed=6)
     r = comfy.run(prompt)
     assert r.success, r.error  # the interrupt is over: the next prompt runs
-    assert r.ui(did)["precision_safe"][0]["notes"][-1] == "batch 4/4: 1 region(s) at 64x64"
+    assert r.ui(did)["precision_safe"][0]["notes"][-1] == "batch 4/4: 1 region(s) at 40x40"
 
 
 def _detector_file(name, make):

@@ -23,6 +23,9 @@ def _squares():
 BOXES = ";".join(f"{x},{y},{x + SIDE},{y + SIDE}" for x, y in SQUARES)
 
 
+FAST = dict(steps=1, guide_size=16)  # crops sampled at their own (36 -> 40 px) size, one step
+
+
 def _run(comfy, g, *outputs):
     for out in outputs:
         g.node("PreviewImage", images=out)
@@ -40,11 +43,11 @@ def test_impact_built_segs_are_detailed_and_pixels_outside_stay(comfy):
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     load = g.node("LoadImage", image=_squares())
     segs = _impact_segs(g, load.out(0))
-    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=segs.out(0), feather=0)
+    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=segs.out(0), feather=0, **FAST)
     r = _run(comfy, g, d.out(0))
     src, out, mask = comfy.output(load.id), comfy.output(d.id, 0), comfy.output(d.id, 1)
     rec = r.ui(d.id)["precision_safe"][0]
-    assert rec["notes"] == ["batch 1/1: 4 region(s) at 64x64"]  # as given: 36-px crops, boxes of 24 -> 64
+    assert rec["notes"] == ["batch 1/1: 4 region(s) at 40x40"]  # as given: 36-px crops, sampled at their own size
     assert "detector" not in rec["ran"]
     for x, y in SQUARES:  # the SEG masks (the boxes) were detailed, nothing else
         assert (mask[0, y:y + SIDE, x:x + SIDE] == 1).all()
@@ -58,10 +61,10 @@ def test_label_filter_and_label_keyed_prompts_on_segs(comfy):
     load = g.node("LoadImage", image=_squares())
     segs = _impact_segs(g, load.out(0))
     d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=segs.out(0), labels="face",
-                 region_prompts="[face] a detailed face", clip=ckpt.out(1))
+                 region_prompts="[face] a detailed face", clip=ckpt.out(1), **FAST)
     r = _run(comfy, g, d.out(0))
     mask = comfy.output(d.id, 1)
-    assert r.ui(d.id)["precision_safe"][0]["notes"] == ["batch 1/1: 3 region(s) at 64x64"]
+    assert r.ui(d.id)["precision_safe"][0]["notes"] == ["batch 1/1: 3 region(s) at 40x40"]
     x, y = SQUARES[2]  # the hand
     assert mask[0, y:y + SIDE, x:x + SIDE].sum() == 0 and mask[0].sum() > 0
 
@@ -70,7 +73,7 @@ def test_detailer_segs_output_is_read_the_way_impact_reads_segs(comfy):
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     load = g.node("LoadImage", image=_squares())
-    d = detailer(g, load.out(0), ckpt, feather=0, sam=False, dilation=0)
+    d = detailer(g, load.out(0), ckpt, feather=0, sam=False, dilation=0, **FAST)
     pasted = g.node("PSTest_ImpactSEGSPaste", image=load.out(0), segs=d.out(5))
     combined = g.node("PSTest_ImpactCombinedMask", segs=d.out(5))
     _run(comfy, g, d.out(0), pasted.out(0), g.node("MaskToImage", mask=combined.out(0)).out(0))
@@ -90,7 +93,7 @@ def test_detect_segs_node_feeds_impact_readers_and_the_detailer(comfy):
                   drop_size=4, min_area_ratio=0.0, max_area_ratio=1.0, top_k=0, sort_by="left-right")
     found = g.node("PrecisionSafeDetectSEGS", image=load.out(0), detector=det.out(0), detection=opts.out(0))
     combined = g.node("PSTest_ImpactCombinedMask", segs=found.out(0))
-    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=found.out(0))
+    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=found.out(0), **FAST)
     r = _run(comfy, g, d.out(0), g.node("MaskToImage", mask=combined.out(0)).out(0))
     segs = comfy.output(found.id, 0)
     assert segs[0] == (128, 128) and len(segs[1]) == 4
@@ -99,7 +102,7 @@ def test_detect_segs_node_feeds_impact_readers_and_the_detailer(comfy):
     for x, y in SQUARES:
         assert union[0, y + 2:y + SIDE - 2, x + 2:x + SIDE - 2].min() == 1
     assert torch.equal(union, comfy.output(found.id, 1))
-    assert r.ui(d.id)["precision_safe"][0]["notes"] == ["batch 1/1: 4 region(s) at 64x64"]
+    assert r.ui(d.id)["precision_safe"][0]["notes"] == ["batch 1/1: 4 region(s) at 40x40"]
 
 
 def test_mask_as_the_region_source(comfy):
@@ -111,7 +114,7 @@ def test_mask_as_the_region_source(comfy):
     load = g.node("LoadImage", image=_squares())
     mask = g.node("ImageToMask", image=g.node("LoadImage", image=save_input("ps_regions_mask.png", m)).out(0),
                   channel="red")
-    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, mask=mask.out(0), dilation=0, feather=0)
+    d = detailer(g, load.out(0), ckpt, detector=None, sam=False, mask=mask.out(0), dilation=0, feather=0, **FAST)
     r = _run(comfy, g, d.out(0))
     out, src, used = comfy.output(d.id, 0), comfy.output(load.id), comfy.output(d.id, 1)
     assert "2 region(s)" in r.ui(d.id)["text"][0]
@@ -132,10 +135,10 @@ def test_segs_controlnet_wrappers_are_applied_per_region(comfy):
             cn = g.node("ControlNetLoader", control_net_name=detailer_models.CONTROLNET)
             segs = g.node("PSTest_ImpactControlNetSEGS", segs=segs.out(0), control_net=cn.out(0), hint=load.out(0),
                           strength=1.0)
-        d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=segs.out(0), steps=1)
+        d = detailer(g, load.out(0), ckpt, detector=None, sam=False, segs=segs.out(0), **FAST)
         r = _run(comfy, g, d.out(0))
         outs[wrapped] = (comfy.output(d.id, 0), r.ui(d.id)["precision_safe"][0]["notes"])
-    assert outs[False][1] == ["batch 1/1: 4 region(s) at 64x64"]
+    assert outs[False][1] == ["batch 1/1: 4 region(s) at 40x40"]
     assert len(outs[True][1]) == 4  # each SEG its own wrapper: sampled one by one, as Impact's detailers do
     assert not torch.equal(outs[True][0], outs[False][0])
 
