@@ -1,8 +1,8 @@
 """Detailer benchmark in a real ComfyUI server: batched vs one region at a time, with an A/A noise floor.
 
 Starts ComfyUI with this pack (scripts/comfy_client.py), generates an image with four regions — three whose
-crops are sampled at CROP x CROP and one larger square sampled at its own size (~1.5 CROP) — and queues Detailer
-prompts over the HTTP API. Each prompt changes the seed, so the Detailer re-runs while the loaders stay cached.
+crops are sampled at CROP x CROP and one larger square sampled at its own size (~1.5 CROP), or with --same-size
+four sampled at CROP x CROP — and queues Detailer prompts over the HTTP API. Each prompt changes the seed, so the Detailer re-runs while the loaders stay cached.
 The Detailer's time per prompt is the gap between its `executing` websocket message and the next one.
 
 Variants: `batched` (max_batch 0: the three same-size regions in one batch), `one_by_one` (max_batch 1) and
@@ -38,19 +38,21 @@ VARIANTS = {"batched": 0, "one_by_one": 1, "batched_again": 0}
 STAGES = ("detect", "sam", "crop", "encode", "sample", "decode", "paste")
 
 
-def layout(crop: int):
+def layout(crop: int, same_size: bool):
     """The image size and four square boxes: three of side crop/2 (crop_factor 2 gives crop x crop crops) and one
-    of side 0.75 crop (a 1.5 crop crop, larger than max_size = crop: sampled at its own size)."""
+    of side 0.75 crop (a 1.5 crop crop, larger than max_size = crop: sampled at its own size), or four of side
+    crop/2."""
     w, h = int(3.5 * crop), 3 * crop
     boxes = []
-    for cx, cy, side in ((0.6, 0.6, 0.5), (1.75, 0.6, 0.5), (2.9, 0.6, 0.5), (1.75, 2.15, 0.75)):
+    fourth = (1.75, 2.15, 0.5 if same_size else 0.75)
+    for cx, cy, side in ((0.6, 0.6, 0.5), (1.75, 0.6, 0.5), (2.9, 0.6, 0.5), fourth):
         half = side * crop / 2
         boxes.append((round(cx * crop - half), round(cy * crop - half), round(cx * crop + half), round(cy * crop + half)))
     return (h, w), boxes
 
 
-def write_inputs(folder: str, crop: int) -> tuple[str, str]:
-    (h, w), boxes = layout(crop)
+def write_inputs(folder: str, crop: int, same_size: bool) -> tuple[str, str]:
+    (h, w), boxes = layout(crop, same_size)
     rng = np.random.default_rng(0)
     image = np.full((h, w, 3), 0.45, np.float32) + rng.normal(0, 0.03, (h, w, 3)).astype(np.float32)
     mask = np.zeros((h, w, 3), np.float32)
@@ -106,9 +108,9 @@ class Bench:
         if not run.success:
             raise RuntimeError(f"{variant} prompt failed: {run.error or run.rejected}")
         record = run.precision_records()["detailer"]
-        if record["notes"][-1].split(":")[0] != ("batch 2/2" if VARIANTS[variant] == 0 else "batch 4/4"):
-            raise RuntimeError(f"{variant}: expected 4 regions in {2 if VARIANTS[variant] == 0 else 4} batches, got "
-                               f"{record['notes']}")
+        batches = 4 if VARIANTS[variant] == 1 else 1 if self.args.same_size else 2
+        if record["notes"][-1].split(":")[0] != f"batch {batches}/{batches}":
+            raise RuntimeError(f"{variant}: expected 4 regions in {batches} batch(es), got {record['notes']}")
         return {"seconds": run.node_seconds("detailer"), "stages": record["stages"], "notes": record["notes"]}
 
     def blocked(self, rounds: int) -> dict:
@@ -145,6 +147,7 @@ def main():
     ap.add_argument("--crop", type=int, default=96, help="crop size in pixels (a multiple of 8)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5, help="prompts per variant per mode")
+    ap.add_argument("--same-size", action="store_true", help="four regions of one size (one batch) instead of 3 + 1")
     ap.add_argument("--source", choices=("mask", "detector"), default="mask",
                     help="regions from a MASK of the four squares (exact sizes) or the tiny shapes detector")
     ap.add_argument("--detector", default="bbox/tiny_shapes_bbox.pt")
@@ -155,7 +158,7 @@ def main():
         ap.error("--crop must be a multiple of 8")
 
     inputs = tempfile.mkdtemp(prefix="bench_detailer_in_")
-    names = write_inputs(inputs, args.crop)
+    names = write_inputs(inputs, args.crop, args.same_size)
     extra = ["--input-directory", inputs]
     with ComfyServer(args.comfy, extra_args=extra, device_args=shlex.split(args.device_args)) as server:
         stats = server.get("/system_stats")
@@ -165,7 +168,7 @@ def main():
         results = {"blocked": summary(bench.blocked(args.rounds)),
                    "interleaved": summary(bench.interleaved(args.rounds))}
     results["setup"] = {k: v for k, v in vars(args).items() if k != "json"} | {
-        "devices": [d.get("name") for d in stats.get("devices", [])], "layout": layout(args.crop)}
+        "devices": [d.get("name") for d in stats.get("devices", [])], "layout": layout(args.crop, args.same_size)}
     for mode in ("blocked", "interleaved"):
         r = results[mode]
         print(f"\n{mode}: median Detailer seconds per prompt {r['median_s']}")
