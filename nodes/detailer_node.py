@@ -40,8 +40,8 @@ def _fields(cls, values: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------- finding regions
 
-def _candidates(work, detector, segs, mask, det_opts, ctx, device, record, clock) -> tuple[list[R.Candidate], bool]:
-    """The candidates of every image, selected and in order, and whether they were detected (not given SEGS)."""
+def _candidates(work, detector, segs, mask, det_opts, ctx, device, record, clock) -> list[R.Candidate]:
+    """The candidates of every image, selected and in order."""
     given = [name for name, value in (("detector", detector), ("segs", segs), ("mask", mask)) if value is not None]
     if len(given) != 1:
         found = " and ".join(given) + " are" if given else "no region source is"
@@ -73,7 +73,7 @@ def _candidates(work, detector, segs, mask, det_opts, ctx, device, record, clock
     out = []
     for b in range(batch):
         out += R.select([c for c in cands if c.image_index == b], hw, det_opts, detected=segs is None)
-    return out, segs is None
+    return out
 
 
 def _refine_with_sam(work, cands, sam, opts: SamOptions, ctx, device, record, clock) -> list[R.Candidate]:
@@ -99,10 +99,10 @@ def _refine_with_sam(work, cands, sam, opts: SamOptions, ctx, device, record, cl
     return out
 
 
-def find_regions(work, sources: dict, sam, det_opts, sam_opts, crop_opts, ctx, device, record, clock):
+def find_regions(work, sam, det_opts, sam_opts, crop_opts, ctx, device, record, clock, detector=None, segs=None,
+                 mask=None) -> list[R.Region]:
     """Regions of the batch in processing order, with their crops, masks and (with crop_opts) sampling sizes."""
-    cands, detected = _candidates(work, *(sources.get(k) for k in ("detector", "segs", "mask")), det_opts, ctx,
-                                  device, record, clock)
+    cands = _candidates(work, detector, segs, mask, det_opts, ctx, device, record, clock)
     if sam is not None and cands:
         cands = _refine_with_sam(work, cands, sam, sam_opts, ctx, device, record, clock)
     hw = tuple(work.shape[1:3])
@@ -128,7 +128,7 @@ def find_regions(work, sources: dict, sam, det_opts, sam_opts, crop_opts, ctx, d
                                     c.control))
     if not regions:
         record.notes.append("no regions found: image passed through unchanged")
-    return regions, detected
+    return regions
 
 
 # ------------------------------------------------------------------------------------------ detailing them
@@ -389,9 +389,8 @@ class Detailer(io.ComfyNode):
             work = work.float().cpu()  # crop/scale/paste math in fp32 on the CPU; models get their own casts
             crop_opts = CropOptions(**_fields(CropOptions, widgets))
             sampling = SamplingOptions(**_fields(SamplingOptions, widgets), **SamplingOptions.tiling(widgets["tiled_vae"]))
-            regions, _ = find_regions(work, {"detector": detector, "segs": segs, "mask": mask}, sam,
-                                      detection or DetectionOptions(), sam_options or SamOptions(), crop_opts, ctx,
-                                      device, record, clock)
+            regions = find_regions(work, sam, detection or DetectionOptions(), sam_options or SamOptions(), crop_opts,
+                                   ctx, device, record, clock, detector=detector, segs=segs, mask=mask)
             if sampling.tiled_encode or sampling.tiled_decode:
                 record.notes.append(f"vae {widgets['tiled_vae']} tiled in {sampling.tile_size}-px tiles")
             if sampling.inpaint_model and not has_inpaint_channels(model):
@@ -529,8 +528,8 @@ class DetectSegs(io.ComfyNode):
             device = mm.get_torch_device()
             clock = StageClock(device)
             work = conform(image, "intermediate", ctx, image.device, record=record, input_name="image").float().cpu()
-            regions, _ = find_regions(work, {"detector": detector}, sam, detection or DetectionOptions(),
-                                      sam_options or SamOptions(), None, ctx, device, record, clock)
+            regions = find_regions(work, sam, detection or DetectionOptions(), sam_options or SamOptions(), None, ctx,
+                                   device, record, clock, detector=detector)
             mask = torch.zeros(work.shape[:3])
             crops = {}
             for r in regions:

@@ -36,10 +36,6 @@ class RegionPrompts:
     def skips(self, index: int, label: str) -> bool:
         return self.text_for(index, label) == SKIP
 
-    @property
-    def any(self) -> bool:
-        return any(t for t in self.in_order) or bool(self.by_label) or bool(self.by_index)
-
 
 def parse(text: str) -> RegionPrompts:
     in_order, by_label, by_index = [], [], []

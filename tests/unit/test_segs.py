@@ -111,5 +111,5 @@ def test_region_prompts_by_order_label_index_and_skip():
     assert p.text_for(3, "face") == "third"  # index beats label
     assert p.skips(5, "hand") and p.skips(2, "x") and not p.skips(2, "face")
     assert p.text_for(3, "x") == "third" and p.text_for(4, "x") == ""
-    assert P.parse("").text_for(0, "x") == "" and not P.parse("\n\n").any
+    assert P.parse("").text_for(0, "x") == "" and P.parse("\n\n").text_for(1, "x") == ""
     assert P.parse("a\n[cat:dog:0.5] b").in_order == ("a", "[cat:dog:0.5] b")
