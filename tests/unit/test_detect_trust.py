@@ -20,10 +20,11 @@ from third_party_models import BBOX, EXTRA, save_legacy_style
 
 
 @pytest.fixture(scope="module")
-def third_party(tmp_path_factory) -> Path:
+def third_party(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The file and the globals it names beyond the allow-list (EXTRA, less numpy.dtype once ComfyUI, loaded by
+    other tests in this process, has allowed that process-wide)."""
     path = tmp_path_factory.mktemp("third_party") / "face_yolov8m.pt"
-    assert save_legacy_style(path) == EXTRA
-    return path
+    return path, save_legacy_style(path)
 
 
 def config(tmp_path, entries) -> TrustConfig:
@@ -37,18 +38,20 @@ def sha(path) -> str:
 
 
 def test_untrusted_third_party_file_is_refused_naming_classes_and_how_to_trust_exactly_it(third_party, tmp_path):
+    third_party, extra = third_party
     cfg = TrustConfig.read(tmp_path / "none.json")  # no config file: nothing trusted
     with pytest.raises(UnsafeModelFile) as err:
         safe_load.load_yolo(third_party, cfg)
     msg = str(err.value)
     assert "face_yolov8m.pt was NOT loaded" in msg and "Nothing in the file was run" in msg
-    assert all(name in msg for name in EXTRA)
+    assert all(name in msg for name in extra)
     snippet = json.loads(msg[msg.index('{"sha256"'):msg.index("}", msg.index('{"sha256"')) + 1])
-    assert snippet == {"sha256": sha(third_party), "file": "face_yolov8m.pt", "allow": EXTRA}
+    assert snippet == {"sha256": sha(third_party), "file": "face_yolov8m.pt", "allow": extra}
     assert str(cfg.path) in msg and "weights_only" not in msg
 
 
 def test_trusted_file_loads_through_the_restricted_unpickler_and_detects(third_party, tmp_path):
+    third_party, _ = third_party
     cfg = config(tmp_path, [{"sha256": sha(third_party), "file": "face_yolov8m.pt", "allow": EXTRA}])
     model = safe_load.load_yolo(third_party, cfg)
     from ultralytics.nn.modules.conv import Conv
@@ -62,6 +65,7 @@ def test_trusted_file_loads_through_the_restricted_unpickler_and_detects(third_p
 
 
 def test_trust_is_for_those_bytes_and_those_globals_only(third_party, tmp_path):
+    third_party, _ = third_party
     changed = tmp_path / "face_yolov8m.pt"
     changed.write_bytes(third_party.read_bytes() + b"\0")  # same name, other bytes (a zip still reads)
     entry = {"sha256": sha(third_party), "file": "face_yolov8m.pt", "allow": EXTRA}
