@@ -113,9 +113,9 @@ def from_regions(regions: list[Region], image_hw: tuple[int, int], batch: int, c
     items = []
     for r in regions:
         x0, y0, x1, y1 = r.crop
-        mask = r.mask.float().cpu().numpy().astype(np.float32)
+        mask = r.mask.detach().float().cpu().numpy().astype(np.float32)
         image = crops.get(r.index)
-        image = None if image is None else image.float().cpu().numpy().astype(np.float32)[None]
+        image = None if image is None else image.detach().float().cpu().numpy().astype(np.float32)[None]
         if batch > 1:
             full = np.zeros((batch,) + mask.shape, np.float32)
             full[r.image_index] = mask
