@@ -1,7 +1,7 @@
 """Registration with ComfyUI's V3 node API."""
 from comfy_api.latest import ComfyExtension, io
 
-from .detailer_node import Detailer
+from .detailer_node import Detailer, DetailerDetectionOptions, DetailerSamOptions, DetectSegs
 from .enforce_node import ConformStep, EnforcedNode, EnforcedOutputNode
 from .guard_node import PrecisionGuard
 from .host.enforce import register
@@ -11,8 +11,9 @@ from .policy_node import PrecisionPolicy
 from .safe_decode_node import SafeVAEDecode
 from .save_node import SaveImageWithRecord
 
-NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, PrecisionGuard,
-         SaveImageWithRecord, EnforcedNode, EnforcedOutputNode, ConformStep]
+NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, DetailerDetectionOptions,
+         DetailerSamOptions, DetectSegs, PrecisionGuard, SaveImageWithRecord, EnforcedNode, EnforcedOutputNode,
+         ConformStep]
 
 
 class PrecisionSafeExtension(ComfyExtension):

@@ -5,9 +5,11 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from .detect.safe_load import load_yolo, resolve_model_path
+from .detect.safe_load import ModelFileError, UnsafeModelFile, load_yolo, resolve_model_path
 from .detect.sam import load_sam
+from .detect.trust import TrustConfig, TrustConfigError
 from .host import model_folders
+from .precision.errors import PrecisionError
 from .types import CATEGORY, DetectorType, SamType
 
 model_folders.register()
@@ -27,6 +29,19 @@ class LoadedSam:
     model: object  # segment_anything Sam, fp32 as loaded
 
 
+def _on_node(node: str, load):
+    """`load()`, with a model file's problem raised on the node (naming the model_name input)."""
+    try:
+        return load()
+    except UnsafeModelFile as e:
+        raise PrecisionError(node, str(e), "use another file, or see above whether and how this exact file can be "
+                             "trusted.", "model_name") from None
+    except ModelFileError as e:
+        raise PrecisionError(node, str(e), "replace the file and queue again.", "model_name") from None
+    except TrustConfigError as e:
+        raise PrecisionError(node, str(e), "fix the trust config as the message says.", "model_name") from None
+
+
 class DetectorLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -36,17 +51,23 @@ class DetectorLoader(io.ComfyNode):
             category=f"{CATEGORY}/detailer",
             description="Loads an ultralytics YOLO detection (bbox/) or segmentation (segm/) model from "
                         "models/ultralytics/, the folders Impact Pack uses. The .pt pickle is loaded through an "
-                        "allow-list of ultralytics classes: a file that would run other code is refused. Nothing "
-                        "is ever downloaded.",
+                        "allow-list of ultralytics classes: a file that would run other code is refused, naming the "
+                        "classes; a file you trust can be listed by its sha256 in the trust config (README). "
+                        "Nothing is ever downloaded.",
             inputs=[io.Combo.Input("model_name", options=model_folders.detector_names(),
                                    tooltip="bbox/<file> gives boxes; segm/<file> gives boxes and masks.")],
-            outputs=[DetectorType.Output("detector", tooltip="Connect to the Detailer.")],
+            outputs=[DetectorType.Output("detector", tooltip="Connect to the Detailer or Detect SEGS.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        file, folders = model_folders.detector_folders(model_name)
-        yolo = load_yolo(resolve_model_path(file, folders))
+        def load():
+            file, folders = model_folders.detector_folders(model_name)
+            trusted = TrustConfig.read(model_folders.trust_config_path())
+            return load_yolo(resolve_model_path(file, folders), trusted)
+
+        yolo = _on_node(f"Detector Loader #{cls.hidden.unique_id}", load)
         imgsz = yolo.overrides.get("imgsz") or 640
         imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
         return io.NodeOutput(LoadedDetector(model_name, model_name.split("/")[0], yolo, imgsz))
@@ -64,10 +85,12 @@ class SamLoader(io.ComfyNode):
                         "turn each detected box into a mask.",
             inputs=[io.Combo.Input("model_name", options=model_folders.sam_names(),
                                    tooltip="A SAM checkpoint in models/sams.")],
-            outputs=[SamType.Output("sam", tooltip="Connect to the Detailer's sam input.")],
+            outputs=[SamType.Output("sam", tooltip="Connect to the Detailer's or Detect SEGS' sam input.")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        path = resolve_model_path(model_name, model_folders.sam_folders())
-        return io.NodeOutput(LoadedSam(model_name, load_sam(path)))
+        sam = _on_node(f"SAM Loader #{cls.hidden.unique_id}",
+                       lambda: load_sam(resolve_model_path(model_name, model_folders.sam_folders())))
+        return io.NodeOutput(LoadedSam(model_name, sam))

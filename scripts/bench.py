@@ -76,16 +76,20 @@ def main():
             "SafeVAEDecode fp16->bf16", lambda: safe_cls.execute(samples=hot, vae=fp16_vae), args.repeats)
 
     detailer_cls = node_class("PrecisionSafeDetailer").PREPARE_CLASS_CLONE({"unique_id": "bench"})
-    detector = node_class("PrecisionSafeDetectorLoader").execute(model_name="bbox/tiny_shapes_bbox.pt").args[0]
+    loader = node_class("PrecisionSafeDetectorLoader").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    detector = loader.execute(model_name="bbox/tiny_shapes_bbox.pt").args[0]
     clip_encode = nodes.CLIPTextEncode()
     pos, neg = clip_encode.encode(ckpt[1], "a shape")[0], clip_encode.encode(ckpt[1], "")[0]
     image = torch.full((1, 128, 128, 3), 0.3)
     for x, y in ((10, 10), (80, 12), (12, 84), (86, 86)):  # four squares of one size: four regions of one size
         image[0, y:y + 24, x:x + 24] = torch.tensor([0.9, 0.2, 0.2])
-    kw = dict(image=image, model=ckpt[0], positive=pos, negative=neg, vae=vae, detector=detector, threshold=0.5,
-              dilation=0, crop_factor=1.5, guide_size=64, max_size=64, drop_size=4, min_area_ratio=0.0,
-              max_area_ratio=1.0, top_k=0, sort_by="left-right", feather=2, noise_mask=True, denoise=0.5, steps=4,
-              cfg=2.0, sampler_name="euler", scheduler="normal", seed=1, cycles=1)
+    detection = node_class("PrecisionSafeDetailerDetectionOptions").PREPARE_CLASS_CLONE({"unique_id": "bench"})
+    opts = detection.execute(threshold=0.5, labels="", dilation=0, crop_factor=1.5, drop_size=4, min_area_ratio=0.0,
+                             max_area_ratio=1.0, top_k=0, sort_by="left-right").args[0]
+    kw = dict(image=image, model=ckpt[0], positive=pos, negative=neg, vae=vae, detector=detector, detection=opts,
+              guide_size=64, guide_size_for="bbox", max_size=64, force_inpaint=True, feather=2, noise_mask=True,
+              noise_mask_feather=0, inpaint_model=False, denoise=0.5, steps=4, cfg=2.0, sampler_name="euler",
+              scheduler="normal", seed=1, cycles=1, tiled_vae="off", tile_size=512)
     notes = detailer_cls.execute(**kw, max_batch=0).ui["precision_safe"][0]["notes"]
     assert notes == ["batch 1/1: 4 region(s) at 64x64"], notes
     compare("Detailer, 4 same-size regions, 4 steps", "one by one", lambda: detailer_cls.execute(**kw, max_batch=1),

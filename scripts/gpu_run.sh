@@ -109,7 +109,7 @@ if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
 fi
 if [ "$STEP" = "detailer" ]; then
     for layout in same_size three_plus_one; do
-        python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --device-args "" --ckpt sd15_full_random.safetensors \
+        python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda --ckpt sd15_full_random.safetensors \
             --crop 512 --steps 20 --rounds ${BENCH_N:-5} $([ $layout = same_size ] && echo --same-size) \
             --json "$OUT/bench_detailer_$layout.json" 2>&1 | tee "$OUT/bench_detailer_$layout.log"
         rc=$((rc | ${PIPESTATUS[0]}))

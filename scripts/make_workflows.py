@@ -49,6 +49,14 @@ class Workflow:
         self.nodes.append(node)
         return node
 
+    def add_note(self, col, row, text, size=(300, 160)):
+        """A frontend-only Note (no server node behind it; dropped when the workflow is queued)."""
+        node = {"id": len(self.nodes) + 1, "type": "Note", "pos": [col * COL_W, row * ROW_H], "size": list(size),
+                "flags": {}, "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                "widgets_values": [text]}
+        self.nodes.append(node)
+        return node
+
     def link(self, src, slot, dst, input_name):
         link_id = len(self.links) + 1
         inp = next(i for i in dst["inputs"] if i["name"] == input_name)
@@ -161,6 +169,19 @@ def policy_tour(info):
     return w
 
 
+def _detector_sam_options(w, col, row):
+    """Detector Loader, SAM Loader and the Detailer's detection options, stacked in one column."""
+    det = w.add("PrecisionSafeDetectorLoader", col, row, model_name="bbox/tiny_shapes_bbox.pt")
+    sam = w.add("PrecisionSafeSAMLoader", col, row + 4, model_name="tiny_sam_shapes.pth")
+    opts = w.add("PrecisionSafeDetailerDetectionOptions", col, row + 8, crop_factor=1.5, dilation=2)
+    return det, sam, opts
+
+
+def _link_all(w, dst, links):
+    for src, slot, name in links:
+        w.link(src, slot, dst, name)
+
+
 def detailer(info):
     """LoadImage -> Detailer (detector + SAM + PrecisionPolicy) -> SaveImage, with the mask saved beside it."""
     w = Workflow(info)
@@ -170,14 +191,12 @@ def detailer(info):
     for n in (pos, neg):
         w.link(policy, 2, n, "clip")
     image = w.add("LoadImage", 0, 16, image="precision_safe_shapes.png")
-    det = w.add("PrecisionSafeDetectorLoader", 1, 16, model_name="bbox/tiny_shapes_bbox.pt")
-    sam = w.add("PrecisionSafeSAMLoader", 1, 20, model_name="tiny_sam_shapes.pth")
-    d = w.add("PrecisionSafeDetailer", 3, 0, guide_size=64, max_size=128, crop_factor=1.5, dilation=2, feather=3,
-              denoise=0.45, steps=4, cfg=3.0, seed=7)
-    for src, slot, name in ((image, 0, "image"), (policy, 1, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
-                            (policy, 3, "vae"), (det, 0, "detector"), (sam, 0, "sam"), (policy, 0, "context"),
-                            (policy, 2, "clip")):
-        w.link(src, slot, d, name)
+    det, sam, opts = _detector_sam_options(w, 1, 16)
+    d = w.add("PrecisionSafeDetailer", 3, 0, guide_size=64, max_size=128, feather=3, denoise=0.45, steps=4, cfg=3.0,
+              seed=7)
+    _link_all(w, d, ((image, 0, "image"), (policy, 1, "model"), (pos, 0, "positive"), (neg, 0, "negative"),
+                     (policy, 3, "vae"), (det, 0, "detector"), (sam, 0, "sam"), (opts, 0, "detection"),
+                     (policy, 0, "context"), (policy, 2, "clip")))
     _save(w, d, 4, 0, "detailer")
     mask = w.add("MaskToImage", 4, 6)
     w.link(d, 1, mask, "mask")
@@ -185,8 +204,36 @@ def detailer(info):
     return w
 
 
+def detailer_segs(info):
+    """SEGS in and out: Detect SEGS -> Detailer (segs in, per-label prompts) -> its SEGS out -> a second Detailer
+    pass on the same regions; any SEGS node (Impact Pack's filters, SEGSPaste, DetailerForEach) fits either edge."""
+    w = Workflow(info)
+    ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
+    pos = w.add("CLIPTextEncode", 1, 0, text="a shiny geometric shape")
+    neg = w.add("CLIPTextEncode", 1, 5, text="")
+    for n in (pos, neg):
+        w.link(ckpt, 1, n, "clip")
+    image = w.add("LoadImage", 0, 10, image="precision_safe_shapes.png")
+    det, sam, opts = _detector_sam_options(w, 1, 10)
+    found = w.add("PrecisionSafeDetectSEGS", 2, 10, title="Detect SEGS (Impact Pack's layout)")
+    _link_all(w, found, ((image, 0, "image"), (det, 0, "detector"), (sam, 0, "sam"), (opts, 0, "detection")))
+    common = dict(guide_size=64, max_size=128, feather=3, steps=4, cfg=3.0)
+    first = w.add("PrecisionSafeDetailer", 3, 0, title="Detailer: SEGS in", denoise=0.45, seed=7,
+                  region_prompts="[square] a polished metal square\n[circle] a glass marble", **common)
+    second = w.add("PrecisionSafeDetailer", 5, 0, title="Detailer: the first one's SEGS out, second pass",
+                   denoise=0.25, seed=8, **common)
+    base = ((ckpt, 0, "model"), (pos, 0, "positive"), (neg, 0, "negative"), (ckpt, 2, "vae"))
+    _link_all(w, first, base + ((image, 0, "image"), (found, 0, "segs"), (ckpt, 1, "clip")))
+    _link_all(w, second, base + ((first, 0, "image"), (first, 5, "segs")))
+    w.add_note(2, 0, "SEGS edges take Impact Pack's SEGS as they are: put Impact's SEGS filters, SEGSPaste or "
+                     "DetailerForEach on either side of a Detailer, or feed it from Impact's detectors.")
+    _save(w, second, 6, 0, "detailer_segs")
+    return w
+
+
 WORKFLOWS = {
     "Detailer - shapes with detector, SAM and a precision policy": detailer,
+    "Detailer - SEGS in and out, two passes": detailer_segs,
     "Black-image rescue - SafeVAEDecode vs VAEDecode": black_image_rescue,
     "Policy tour - PrecisionPolicy through txt2img": policy_tour,
 }

@@ -68,7 +68,7 @@ class Prompts:
         self.rescue_sampler = node_of(self.rescue, "KSampler")
         self.rescue[self.rescue_sampler]["inputs"]["steps"] = 1
 
-        self.detailer = ui_to_api(load_workflow("Detailer"), object_info)
+        self.detailer = ui_to_api(load_workflow("Detailer - shapes"), object_info)
         self.detailer_node = node_of(self.detailer, "PrecisionSafeDetailer")
         self.detailer[self.detailer_node]["inputs"]["steps"] = 1
 

@@ -1,28 +1,50 @@
-"""Regions for the Detailer: which detections to keep, the crop around each, its sampling size, and its mask.
+"""Regions for the Detailer: candidates from any source, which of them to keep, the crop around each, its
+sampling size, its masks, and pasting the result back.
 
-Pure torch (no ComfyUI): boxes are float32 xyxy in image pixels; masks are float32 [H, W] in [0, 1].
+Pure torch (no ComfyUI): boxes are float xyxy in image pixels; masks are float32 [H, W] in [0, 1].
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from .options import CropOptions, DetectionOptions, SamOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """Something to detail, before it has a crop: a detection, a MASK component, or a SEG.
+
+    Detector and MASK candidates carry an optional full-image mask (None: the box itself); a SEG comes with its
+    own crop region and crop-sized mask, which are kept as they are."""
+
+    image_index: int
+    box: tuple[float, float, float, float]
+    score: float
+    label: str
+    mask: Optional[torch.Tensor] = None  # [H, W] over the whole image
+    crop: Optional[tuple[int, int, int, int]] = None  # given by a SEG
+    crop_mask: Optional[torch.Tensor] = None  # [crop_h, crop_w], given by a SEG
+    control: object = None  # a SEG's control_net_wrapper: applied to this region's conditioning
+
 
 @dataclasses.dataclass(frozen=True)
 class Region:
-    """One region to re-sample: where it is, its crop, and the size the crop is sampled at."""
+    """One region to re-sample: where it is, its crop, its mask, and the size the crop is sampled at."""
 
     image_index: int
-    index: int  # order after sorting; seeds and per-region prompts follow it
+    index: int  # order over the whole batch: seeds and region prompts follow it
     label: str
     score: float
-    box: tuple[float, float, float, float]  # detection box, xyxy
+    box: tuple[float, float, float, float]  # xyxy
     crop: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in the image
-    target: tuple[int, int]  # (height, width) the crop is sampled at, multiples of 8
     mask: torch.Tensor  # float32 [crop_h, crop_w]: where the result is pasted (before feathering)
+    target: Optional[tuple[int, int]]  # (height, width) sampled at, multiples of 8; None: left alone (large)
+    control: object = None
 
     @property
     def crop_size(self) -> tuple[int, int]:
@@ -30,59 +52,114 @@ class Region:
         return y1 - y0, x1 - x0
 
 
-SORTS = ("confidence", "area", "left-right", "top-bottom")
+def _box_hw(box) -> tuple[float, float]:
+    return box[3] - box[1], box[2] - box[0]
 
 
-def select(boxes: torch.Tensor, scores: torch.Tensor, image_hw: tuple[int, int], *, threshold: float,
-           drop_size: int, min_area_ratio: float, max_area_ratio: float, sort_by: str, top_k: int) -> list[int]:
-    """Indices of the detections to detail, in processing order.
+def select(cands: list[Candidate], image_hw: tuple[int, int], opts: DetectionOptions,
+           detected: bool) -> list[Candidate]:
+    """The candidates of ONE image to detail, in processing order.
 
-    Drops low-confidence boxes, boxes whose shorter side is under `drop_size` px, and boxes outside the area-ratio
-    band (fraction of the image); sorts; keeps the first `top_k` (0 = all).
+    Every source: the label filter, the sort order, top_k. Only `detected` ones (detector, MASK) also get the
+    confidence threshold, drop_size and the area-ratio band: a SEG is detailed as given, like Impact's detailers.
     """
     h, w = image_hw
     keep = []
-    for i in range(boxes.shape[0]):
-        x0, y0, x1, y1 = boxes[i].tolist()
-        bw, bh = x1 - x0, y1 - y0
-        ratio = (bw * bh) / float(h * w)
-        if scores[i] < threshold or min(bw, bh) < drop_size or not (min_area_ratio <= ratio <= max_area_ratio):
+    for c in cands:
+        if opts.labels and c.label not in opts.labels:
             continue
-        keep.append(i)
-    if sort_by not in SORTS:
-        raise ValueError(f"sort_by must be one of {SORTS}")
+        if detected:
+            bh, bw = _box_hw(c.box)
+            ratio = (bw * bh) / float(h * w)
+            if c.score < opts.threshold or min(bw, bh) < opts.drop_size:
+                continue
+            if not opts.min_area_ratio <= ratio <= opts.max_area_ratio:
+                continue
+        keep.append(c)
     key = {
-        "confidence": lambda i: -float(scores[i]),
-        "area": lambda i: -float((boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])),
-        "left-right": lambda i: float(boxes[i, 0]),
-        "top-bottom": lambda i: float(boxes[i, 1]),
-    }[sort_by]
-    keep.sort(key=key)
-    return keep[:top_k] if top_k > 0 else keep
+        "confidence": lambda c: -c.score,
+        "area": lambda c: -(_box_hw(c.box)[0] * _box_hw(c.box)[1]),
+        "left-right": lambda c: c.box[0],
+        "top-bottom": lambda c: c.box[1],
+        "as given": None,
+    }[opts.sort_by]
+    if key is not None:
+        keep.sort(key=key)
+    return keep[:opts.top_k] if opts.top_k > 0 else keep
+
+
+def sam_prompt(c: Candidate, opts: SamOptions, image_hw: tuple[int, int]):
+    """SAM's prompt for a candidate: (box grown by bbox_expansion, [(x, y, label), ...] points) in image pixels.
+
+    box: the box alone. center-1: plus the box's centre as a foreground point. mask-area: plus foreground points
+    on an (at most 8x8) grid where the candidate's own mask (detector segm, MASK or SEG) exceeds
+    mask_hint_threshold; the centre when it has no mask or none does.
+    """
+    h, w = image_hw
+    e = opts.bbox_expansion
+    x0, y0, x1, y1 = c.box
+    box = (max(0.0, x0 - e), max(0.0, y0 - e), min(float(w), x1 + e), min(float(h), y1 + e))
+    centre = [((x0 + x1) / 2, (y0 + y1) / 2, 1)]
+    if opts.hint == "box":
+        return box, []
+    if opts.hint == "center-1":
+        return box, centre
+    if c.crop_mask is not None:  # a SEG's mask over its crop region
+        mask, (ox, oy) = c.crop_mask, c.crop[:2]
+        ys, xs = (0, mask.shape[0]), (0, mask.shape[1])
+    elif c.mask is not None:  # a full-image mask: sample inside the box
+        mask, (ox, oy) = c.mask, (0, 0)
+        ys, xs = (max(0, int(y0)), min(h, math.ceil(y1))), (max(0, int(x0)), min(w, math.ceil(x1)))
+    else:
+        return box, centre
+    gy = torch.linspace(ys[0], max(ys[0], ys[1] - 1), 8).round().long().unique().tolist()
+    gx = torch.linspace(xs[0], max(xs[0], xs[1] - 1), 8).round().long().unique().tolist()
+    points = [(float(x + ox), float(y + oy), 1) for y in gy for x in gx if mask[y, x] > opts.mask_hint_threshold]
+    return box, points or centre
+
+
+def _span(centre: float, size: float, limit: int) -> tuple[int, int]:
+    size = min(limit, max(1, math.ceil(size)))
+    start = min(max(0, math.floor(centre - size / 2)), limit - size)
+    return start, start + size
 
 
 def crop_box(box, image_hw: tuple[int, int], crop_factor: float) -> tuple[int, int, int, int]:
-    """The box grown by `crop_factor` around its centre (context for the sampler), clamped to the image."""
+    """`crop_factor` times the box around its centre (context for the sampler). At the image border the crop is
+    shifted inside rather than cut, so equal boxes give equal crops (and batch together), as Impact does."""
     h, w = image_hw
     x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half_w, half_h = max(x1 - x0, 1) * crop_factor / 2, max(y1 - y0, 1) * crop_factor / 2
-    cx0, cy0 = max(0, math.floor(cx - half_w)), max(0, math.floor(cy - half_h))
-    cx1, cy1 = min(w, math.ceil(cx + half_w)), min(h, math.ceil(cy + half_h))
-    return cx0, cy0, max(cx1, cx0 + 1), max(cy1, cy0 + 1)
+    cx0, cx1 = _span((x0 + x1) / 2, max(x1 - x0, 1) * crop_factor, w)
+    cy0, cy1 = _span((y0 + y1) / 2, max(y1 - y0, 1) * crop_factor, h)
+    return cx0, cy0, cx1, cy1
 
 
-def target_size(crop_hw: tuple[int, int], box_hw: tuple[float, float], guide_size: int, max_size: int,
-                upscale_small: bool = True) -> tuple[int, int]:
-    """The size a crop is sampled at: scaled so the detected box's longer side reaches `guide_size`
-    (small regions get more pixels to work with), the crop's longer side capped at `max_size`, rounded to 8."""
+def _round8(v: float) -> int:
+    """Up to a multiple of 8 (the latent's), so a crop is never sampled smaller than asked."""
+    return max(8, math.ceil(v / 8 - 1e-6) * 8)
+
+
+def sample_size(crop_hw: tuple[int, int], box_hw: tuple[float, float], opts: CropOptions) -> Optional[tuple[int, int]]:
+    """The (height, width) a crop is sampled at, or None when the region is left alone — Impact's rule.
+
+    The box's shorter side (or the crop region's, with guide_size_for="crop_region") is scaled up to guide_size,
+    the crop's longer side capped at max_size. A box already at least guide_size on both sides, or a crop that
+    would not be enlarged, is left alone unless force_inpaint; then it is sampled at its own size (never shrunk,
+    so large faces are not softened). Rounded up to multiples of 8 for the VAE.
+    """
     ch, cw = crop_hw
-    longest_box = max(box_hw)
-    scale = guide_size / longest_box if longest_box > 0 else 1.0
-    if not upscale_small:
-        scale = min(scale, 1.0)
-    scale = min(scale, max_size / max(ch, cw))
-    return max(8, int(round(ch * scale / 8)) * 8), max(8, int(round(cw * scale / 8)) * 8)
+    bh, bw = box_hw
+    if not opts.force_inpaint and bh >= opts.guide_size and bw >= opts.guide_size:
+        return None
+    ref = min(bw, bh) if opts.guide_size_for == "bbox" else min(cw, ch)
+    scale = opts.guide_size / ref if ref > 0 else 1.0
+    if max(ch, cw) * scale > opts.max_size:
+        scale = opts.max_size / max(ch, cw)
+    if scale <= 1.0:
+        if not opts.force_inpaint:
+            return None
+        scale = 1.0
+    return _round8(ch * scale), _round8(cw * scale)
 
 
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -107,6 +184,21 @@ def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return torch.minimum(soft, mask)
 
 
+def soft_mask(masks: torch.Tensor, radius: int) -> torch.Tensor:
+    """A Gaussian blur (sigma = radius / 2) of [B, H, W] masks: the soft denoise mask of differential diffusion,
+    which fades the re-sampling out across the mask edge. radius <= 0: the masks as they are."""
+    if radius <= 0:
+        return masks
+    sigma = radius / 2
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(t / sigma) ** 2 / 2)
+    k = (k / k.sum()).to(masks)
+    x = masks[:, None]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+    return x[:, 0].clamp(0, 1)
+
+
 def box_mask(box, crop) -> torch.Tensor:
     """A rectangle mask of `box` inside `crop` (used when there is neither a segm mask nor SAM)."""
     x0, y0, x1, y1 = crop
@@ -120,6 +212,8 @@ def box_mask(box, crop) -> torch.Tensor:
 def resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Resize [B, H, W, C] float images in float32 (no 8-bit round trip); antialiased when shrinking."""
     x = images.movedim(-1, 1).float()
+    if tuple(x.shape[2:]) == tuple(hw):
+        return x.movedim(1, -1).clamp(0, 1)
     shrink = hw[0] < x.shape[2] or hw[1] < x.shape[3]
     x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=shrink)
     return x.movedim(1, -1).clamp(0, 1)

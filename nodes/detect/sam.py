@@ -214,19 +214,31 @@ def preprocess_image(sam, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int,
     return F.pad(x, (0, size - nw, 0, size - nh)), (nh, nw)
 
 
-def decode_masks(sam, embedding: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Single-mask decoder output for N boxes (xyxy in the resized input frame) on one fp32 image embedding.
+def decode_masks(sam, embedding: torch.Tensor, boxes: torch.Tensor, points=None,
+                 multimask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder output for N prompts (xyxy boxes, optionally with points, in the resized input frame) on one fp32
+    image embedding. `points`: (coords [N,K,2], labels [N,K]); label -1 pads a prompt with fewer points.
 
-    Returns low-res mask logits [N,1,S/4,S/4] and predicted IoU [N,1]. Runs in fp32 (see module docstring).
+    Returns low-res mask logits [N,M,S/4,S/4] and predicted IoU [N,M] (M = 1, or SAM's 3 candidates with
+    `multimask`). Runs in fp32 (see module docstring).
     """
-    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=None)
     return sam.mask_decoder(
         image_embeddings=embedding,
         image_pe=sam.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse,
         dense_prompt_embeddings=dense,
-        multimask_output=False,
+        multimask_output=multimask,
     )
+
+
+def pick_masks(masks: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[N,M,H,W] binary candidates and their scores [N,M] -> [N,H,W]: the union of every candidate scored at least
+    `threshold`, or the best one where none is (Impact's rule for SAM's multimask output)."""
+    keep = scores >= threshold
+    best = scores.argmax(1)
+    keep[torch.arange(len(best)), best] |= ~keep.any(1)
+    return (masks * keep[..., None, None]).amax(1)
 
 
 class _Runtime:
@@ -265,11 +277,28 @@ def _runtime(sam, dtype: torch.dtype, device: torch.device) -> _Runtime:
         return per_model[key]
 
 
+def _padded_points(points, n: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-prompt point lists [(x, y, label), ...] as SAM's padded (coords [N,K,2], labels [N,K]) tensors."""
+    if not points or not any(points):
+        return None
+    k = max(len(p) for p in points)
+    coords = torch.zeros(n, k, 2, device=device)
+    labels = torch.full((n, k), -1.0, device=device)  # -1: "not a point", SAM's own padding
+    for i, prompt in enumerate(points):
+        for j, (x, y, label) in enumerate(prompt):
+            coords[i, j] = torch.tensor([x, y])
+            labels[i, j] = float(label)
+    return coords, labels
+
+
 @torch.inference_mode()
-def refine_boxes(sam, image: torch.Tensor, boxes, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def refine_boxes(sam, image: torch.Tensor, boxes, *, dtype: torch.dtype, device: torch.device, points=None,
+                 multimask: bool = False, score_threshold: float = 0.0) -> torch.Tensor:
     """Masks for box prompts on one image: float32 [N,H,W] in {0,1} at the image's own resolution.
 
-    image: [H,W,3] in [0,1], any float dtype. boxes: [N,4] xyxy in image pixels (tensor or array).
+    image: [H,W,3] in [0,1], any float dtype. boxes: [N,4] xyxy in image pixels (tensor or array). points: None or
+    one list per box of (x, y, label) in image pixels (label 1 foreground, 0 background). multimask: SAM's three
+    candidates per prompt, merged by `pick_masks` at `score_threshold`.
     Only the image encoder runs at `dtype`; its embedding is cast to fp32 for the fp32 prompt encoder / decoder.
     """
     device = torch.device(device)
@@ -283,13 +312,17 @@ def refine_boxes(sam, image: torch.Tensor, boxes, *, dtype: torch.dtype, device:
     # Encoder input cast to the encoder's dtype (a half conv refuses an fp32 input); output back to fp32 for
     # the prompt encoder / decoder, which cannot run in half.
     embedding = rt.image_encoder(x.to(dtype)).float()
-    boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h], device=device)
+    scale = torch.tensor([nw / w, nh / h], device=device)
+    boxes = boxes * scale.repeat(2)
+    padded = _padded_points(points, boxes.shape[0], device)
     size = rt.image_encoder.img_size
     out = []
-    for chunk in boxes.split(BOX_CHUNK):
-        logits, _ = decode_masks(rt, embedding, chunk)
+    for start in range(0, boxes.shape[0], BOX_CHUNK):
+        chunk = slice(start, start + BOX_CHUNK)
+        pts = None if padded is None else (padded[0][chunk] * scale, padded[1][chunk])
+        logits, scores = decode_masks(rt, embedding, boxes[chunk], pts, multimask)
         # as Sam.postprocess_masks: up to the padded input size, drop the padding, then to the image size
         logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[..., :nh, :nw]
         logits = F.interpolate(logits, (h, w), mode="bilinear", align_corners=False)
-        out.append((logits[:, 0] > rt.mask_threshold).float())
+        out.append(pick_masks((logits > rt.mask_threshold).float(), scores, score_threshold))
     return torch.cat(out).cpu()

@@ -6,6 +6,9 @@ import os
 
 import folder_paths
 
+from ..detect.safe_load import ModelFileError
+from ..detect.trust import CONFIG_FOLDER, CONFIG_NAME
+
 FOLDERS = {
     "ultralytics_bbox": ("ultralytics", "bbox"),
     "ultralytics_segm": ("ultralytics", "segm"),
@@ -32,8 +35,14 @@ def detector_folders(name: str) -> tuple[str, list[str]]:
     """Split 'bbox/<file>' into the file name and the folders it may come from."""
     kind, _, file = name.partition("/")
     if kind not in ("bbox", "segm") or not file:
-        raise ValueError(f"detector name must start with 'bbox/' or 'segm/', got {name!r}")
+        raise ModelFileError(f"detector name must start with 'bbox/' or 'segm/', got {name!r}.")
     return file, folder_paths.get_folder_paths(f"ultralytics_{kind}")
+
+
+def trust_config_path() -> str:
+    """Where a user lists detector files trusted by sha256 (README, "Trusting a detector file"): in ComfyUI's user
+    directory, outside any user's own folder, so ComfyUI's /userdata API cannot write it."""
+    return os.path.join(folder_paths.get_user_directory(), CONFIG_FOLDER, CONFIG_NAME)
 
 
 def sam_names() -> list[str]:

@@ -1,8 +1,9 @@
-"""Re-sample a batch of same-size crops: VAE encode -> KSampler-equivalent sampling -> safe VAE decode.
+"""Re-sample a batch of same-size crops: VAE encode -> sampling (cycles) -> VAE decode.
 
 Each step runs at its role's dtype under the context; encode and decode get the same per-item non-finite
-repair as SafeVAEDecode (one shared implementation). Seeds stay per region, so a batch gives what the regions
-would give one by one (for samplers that draw no noise of their own during sampling, e.g. euler).
+repair as SafeVAEDecode. Seeds stay per region, so a batch gives what the regions would give one by one (for
+samplers that draw no noise of their own during sampling, e.g. euler). A crop whose sampled latent comes out
+non-finite is reported as failed and never decoded: the model or sampler made it, no VAE dtype can fix it.
 """
 from __future__ import annotations
 
@@ -10,53 +11,135 @@ import dataclasses
 
 import torch
 
+import comfy.model_management as mm
 import comfy.sample
+import node_helpers
 
-from ..precision.context import PrecisionContext
+from ..detailer.options import SamplingOptions
+from ..detailer.regions import soft_mask
+from ..detailer.stages import StageClock
+from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import explain_dtype_errors
+from ..precision.finite import nonfinite_items
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
-from .attach import vae_at_dtype
-from .resolver import resolution
+from .attach import model_with_policy, vae_at_dtype
+from .resolver import model_compute_dtype, resolution
 from .vae_decode import safe_decode
 
-
-@dataclasses.dataclass(frozen=True)
-class SamplingOptions:
-    steps: int
-    cfg: float
-    sampler_name: str
-    scheduler: str
-    denoise: float
-    noise_mask: bool
+__all__ = ["SamplingOptions", "Resampled", "sampling_model", "encode", "decode", "resample"]
 
 
-def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord) -> torch.Tensor:
-    """VAE encode at the context's vae dtype; non-finite latents are redone per item in a wider dtype."""
-    want = resolution(ctx, "vae", vae)
-
+def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord, tile: int = 0) -> torch.Tensor:
+    """VAE encode at the context's vae dtype (tiled in `tile`-px tiles when > 0); non-finite latents are redone
+    per item in a wider dtype."""
     def run_at(x, d):
         v = vae_at_dtype(vae, d)
         with explain_dtype_errors(f"{record.node} / vae encode", modules={"vae": v.first_stage_model},
                                   inputs={"image crops": x}):
-            return v.encode(x)
+            return v.encode_tiled(x, tile_x=tile, tile_y=tile, overlap=tile // 8) if tile else v.encode(x)
 
-    return run_with_retry(run_at, pixels[..., :3], want.dtype, ctx, record, vae.device)
+    return run_with_retry(run_at, pixels[..., :3], resolution(ctx, "vae", vae).dtype, ctx, record, vae.device)
+
+
+def decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord, tile: int = 0) -> torch.Tensor:
+    """Safe VAE decode (SafeVAEDecode's path); with `tile` > 0 tiled in `tile`-px tiles, same per-item repair."""
+    if not tile:
+        return safe_decode(vae, latent, ctx, record, step="vae decode")
+    want = resolution(ctx, "vae", vae)
+    record.ran_at("vae", want.name, want.device)
+
+    def run_at(z, d):
+        v = vae_at_dtype(vae, d)
+        with explain_dtype_errors(f"{record.node} / vae decode", modules={"vae": v.first_stage_model},
+                                  inputs={"samples": z}):
+            return v.decode_tiled(z, tile_x=tile // 8, tile_y=tile // 8, overlap=tile // 32)
+
+    return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device)
+
+
+def differential_denoise_mask(sigma, denoise_mask, extra_options):
+    """Differential diffusion (ComfyUI's DifferentialDiffusion at strength 1): at each step only the part of a
+    soft denoise mask above the step's progress is re-sampled, so the re-sampling fades out across the edge."""
+    model = extra_options["model"]
+    step_sigmas = extra_options["sigmas"]
+    sampling = model.inner_model.model_sampling
+    sigma_to = max(sampling.sigma_min, step_sigmas[-1])
+    ts_from, ts_to = sampling.timestep(step_sigmas[0]), sampling.timestep(sigma_to)
+    threshold = (sampling.timestep(sigma[0]) - ts_to) / (ts_from - ts_to)
+    return (denoise_mask >= threshold).to(denoise_mask.dtype)
+
+
+def sampling_model(model, ctx: PrecisionContext, opts: SamplingOptions):
+    """The MODEL the Detailer samples with: a clone at the context's unet dtype, with differential diffusion when
+    the denoise mask is soft. The shared MODEL is not touched."""
+    clone, _ = model_with_policy(model, ctx)
+    if opts.noise_mask and opts.noise_mask_feather > 0 and "denoise_mask_function" not in clone.model_options:
+        clone.set_model_denoise_mask_function(differential_denoise_mask)
+    return clone
+
+
+def has_inpaint_channels(model) -> bool:
+    return bool(getattr(model.model, "concat_keys", ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resampled:
+    pixels: torch.Tensor  # [B, h, w, 3] fp32; a failed item holds its input crop
+    nonfinite_samples: tuple[int, ...]  # items the sampler made non-finite (never decoded)
+    nonfinite_decodes: tuple[int, ...]  # items still non-finite after the decode's repair
+
+    @property
+    def failed(self) -> tuple[int, ...]:
+        """Items not to be pasted."""
+        return tuple(sorted(self.nonfinite_samples + self.nonfinite_decodes))
 
 
 def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.Tensor, seeds: list[int],
-             opts: SamplingOptions, ctx: PrecisionContext, record: PrecisionRecord) -> torch.Tensor:
-    """pixels [B, h, w, C] fp32, masks [B, h, w] -> re-sampled pixels [B, h, w, 3] fp32."""
-    latent = encode(vae, pixels, ctx, record)
-    latent = comfy.sample.fix_empty_latent_channels(model, latent)
-    # One noise tensor per region from its own seed: the batch equals the regions done one by one.
-    noise = torch.cat([comfy.sample.prepare_noise(latent[i:i + 1], s) for i, s in enumerate(seeds)])
-    unet = resolution(ctx, "unet", model)
-    record.ran_at("unet", unet.name, unet.device)
-    with explain_dtype_errors(f"{record.node} / sample", modules={"unet": model.model},
-                              inputs={"latent": latent, "positive": positive[0][0]}):
-        samples = comfy.sample.sample(
-            model, noise, opts.steps, opts.cfg, opts.sampler_name, opts.scheduler, positive, negative, latent,
-            denoise=opts.denoise, noise_mask=masks[:, None] if opts.noise_mask else None, seed=seeds[0],
-            disable_pbar=True)
-    return safe_decode(vae, samples, ctx, record, step="vae decode")
+             opts: SamplingOptions, ctx: PrecisionContext, record: PrecisionRecord,
+             clock: StageClock | None = None) -> Resampled:
+    """pixels [B, h, w, C] fp32 crops, masks [B, h, w] hard region masks -> re-sampled crops.
+
+    Inpaint models get the crop with its masked part greyed out and the mask in their extra channels
+    (InpaintModelConditioning's recipe, both encodes in one VAE call). The latent is sampled `opts.cycles`
+    times (seed + cycle) and decoded once.
+    """
+    clock = clock or StageClock()
+    tile_in = opts.tile_size if opts.tiled_encode else 0
+    b = pixels.shape[0]
+    with clock("encode"):
+        if opts.inpaint_model:
+            keep = 1.0 - masks.round()[..., None]
+            greyed = (pixels[..., :3] - 0.5) * keep + 0.5
+            both = encode(vae, torch.cat([pixels[..., :3], greyed]), ctx, record, tile_in)
+            latent, concat = both[:b], both[b:]
+            extra = {"concat_latent_image": concat, "concat_mask": masks[:, None]}
+            positive = node_helpers.conditioning_set_values(positive, extra)
+            negative = node_helpers.conditioning_set_values(negative, extra)
+        else:
+            latent = encode(vae, pixels, ctx, record, tile_in)
+    noise_mask = soft_mask(masks, opts.noise_mask_feather)[:, None] if opts.noise_mask else None
+    record.ran_at("unet", dtype_name(model_compute_dtype(model)), torch.device(model.load_device).type)
+    sampled_bad: set[int] = set()
+    samples = latent
+    for c in range(opts.cycles):
+        mm.throw_exception_if_processing_interrupted()
+        # One noise tensor per region from its own seed: the batch equals the regions done one by one.
+        noise = torch.cat([comfy.sample.prepare_noise(samples[i:i + 1], s + c) for i, s in enumerate(seeds)])
+        with clock("sample"), explain_dtype_errors(f"{record.node} / sample", modules={"unet": model.model},
+                                                   inputs={"latent": samples, "positive": positive[0][0]}):
+            samples = comfy.sample.sample(
+                model, noise, opts.steps, opts.cfg, opts.sampler_name, opts.scheduler, positive, negative, samples,
+                denoise=opts.denoise, noise_mask=noise_mask, seed=seeds[0] + c, disable_pbar=True)
+        sampled_bad.update(nonfinite_items(samples))
+    out = pixels[..., :3].float().clone()
+    ok = [i for i in range(b) if i not in sampled_bad]
+    decoded_bad: set[int] = set()
+    if ok:
+        with clock("decode"):
+            decoded = decode(vae, samples[ok], ctx, record, opts.tile_size if opts.tiled_decode else 0)
+        decoded_bad = {ok[j] for j in nonfinite_items(decoded)}
+        for j, i in enumerate(ok):
+            if i not in decoded_bad:
+                out[i] = decoded[j].to(out)
+    return Resampled(out, tuple(sorted(sampled_bad)), tuple(sorted(decoded_bad)))

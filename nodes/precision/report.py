@@ -17,6 +17,7 @@ class PrecisionRecord:
     warnings: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
     seconds: Optional[float] = None
+    stages: dict = dataclasses.field(default_factory=dict)  # stage -> seconds, for nodes that time their steps
 
     def ran_at(self, role: str, dtype: str, device: str) -> None:
         self.ran[role] = f"{dtype} · {device}"
@@ -34,4 +35,6 @@ class PrecisionRecord:
         lines += [f"  {n}" for n in self.notes]
         if self.seconds is not None:
             lines.append(f"  time {self.seconds * 1000:.1f} ms")
+        if self.stages:
+            lines.append("  stages " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.stages.items()))
         return "\n".join(lines)

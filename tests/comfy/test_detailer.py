@@ -106,7 +106,7 @@ def test_no_detection_passes_through_unchanged(comfy):
     d = detailer(g, load.out(0), ckpt)
     r = _run(comfy, g, d)
     assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
-    assert "no regions detected" in r.ui(d.id)["text"][0]
+    assert "no regions found" in r.ui(d.id)["text"][0]
 
 
 def test_segm_masks_border_regions_and_image_batches(comfy):
@@ -138,7 +138,7 @@ def test_fully_eroded_mask_is_skipped_with_a_note(comfy):
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     load = _load(g, name)
-    d = detailer(g, load.out(0), ckpt, dilation=-64)
+    d = detailer(g, load.out(0), ckpt, sam=False, dilation=-64)
     r = _run(comfy, g, d)
     assert "empty mask: skipped" in r.ui(d.id)["text"][0]
     assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id))
@@ -189,3 +189,148 @@ def test_region_prompts_split_batches_and_need_a_clip(comfy):
     g2.node("PreviewImage", images=d2.out(0))
     r2 = comfy.run(g2.finalize())
     assert not r2.success and r2.error["node_id"] == d2.id and "no CLIP is connected" in r2.error["exception_message"]
+
+
+# -- issue 11: NaN regions, denoise 0, the interrupt between batches, model files ------------------------------------
+
+def test_nan_samples_are_never_pasted_and_are_blamed_on_the_model(comfy):
+    """Issue 11 #2: a LoRA holding a NaN makes every sample NaN; the Detailer must not paste black regions nor blame
+    the VAE."""
+    import detailer_models
+    detailer_models.ensure()
+    img, _ = _equal_squares_scene()
+    name = _save_input("ps_nan_lora.png", img)
+    def run(mode):
+        g = GraphBuilder()
+        ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+        lora = g.node("LoraLoaderModelOnly", model=ckpt.out(0), lora_name=detailer_models.NAN_LORA, strength_model=1.0)
+        load = _load(g, name)
+        d = detailer(g, load.out(0), ckpt, sam=False, model=lora.out(0), steps=1, guide_size=16,
+                     context=policy(g, on_nonfinite=mode).out(0))
+        g.node("PreviewImage", images=d.out(0))
+        return comfy.run(g.finalize()), d.id, load.id
+
+    r, did, lid = run("retry")
+    assert r.success, r.error
+    rec = r.ui(did)["precision_safe"][0]
+    assert torch.equal(comfy.output(did, 0), comfy.output(lid)) and comfy.output(did, 1).sum() == 0
+    assert len(rec["warnings"]) == 1, rec["warnings"]
+    assert "the model or sampler produced it" in rec["warnings"][0] and "not the VAE" in rec["warnings"][0]
+    assert "keep their original pixels" in rec["warnings"][0]
+    r, did, _ = run("error")
+    assert not r.success and r.error["node_id"] == did
+    msg = r.error["exception_message"]
+    assert "input 'model'" in msg and "model or sampler" in msg and "unet_dtype" in msg
+    assert "'vae'" not in msg
+
+
+def test_denoise_zero_changes_nothing_and_samples_nothing(comfy):
+    """Issue 11 #6: denoise 0 re-encoded and pasted every region (the VAE round trip)."""
+    scene = make_scenes(4, 1, n_min=2, n_max=2)[0]
+    name = _save_input("ps_denoise0.png", scene.image)
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    load = _load(g, name)
+    d = detailer(g, load.out(0), ckpt, denoise=0.0)
+    r = _run(comfy, g, d)
+    rec = r.ui(d.id)["precision_safe"][0]
+    assert torch.equal(comfy.output(d.id, 0), comfy.output(load.id)) and comfy.output(d.id, 1).sum() == 0
+    assert "denoise 0: nothing re-sampled, the image is unchanged" in rec["notes"]
+    assert rec["stages"]["encode"] == rec["stages"]["sample"] == rec["stages"]["decode"] == 0
+    assert "unet" not in rec["ran"] and "vae" not in rec["ran"]
+
+
+def test_interrupt_between_batches_stops_the_detailer_and_the_next_prompt_runs(comfy):
+    from comfy import model_management, utils
+    img, _ = _equal_squares_scene()
+    name = _save_input("ps_interrupt.png", img)
+    batches = []
+
+    def after_batch(value, total, preview, node_id=None):  # the Detailer's progress after each batch
+        batches.append((value, total))
+        model_management.interrupt_current_processing(True)  # as POST /interrupt does
+
+    def graph(seed):
+        g = GraphBuilder()
+        ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+        d = detailer(g, _load(g, name).out(0), ckpt, sam=False, max_batch=1, steps=1, guide_size=16, seed=seed)
+        g.node("PreviewImage", images=d.out(0))
+        return g.finalize(), d.id
+
+    prompt, did = graph(seed=5)
+    utils.set_progress_bar_global_hook(after_batch)
+    try:
+        r = comfy.run(prompt)
+    finally:
+        utils.set_progress_bar_global_hook(None)
+    assert not r.success and any(e == "execution_interrupted" for e, _ in r.messages)
+    assert batches == [(1, 4)]  # the first of four batches ran, the second never started
+    prompt, did = graph(seed=6)
+    r = comfy.run(prompt)
+    assert r.success, r.error  # the interrupt is over: the next prompt runs
+    assert r.ui(did)["precision_safe"][0]["notes"][-1] == "batch 4/4: 1 region(s) at 40x40"
+
+
+def _detector_file(name, make):
+    import folder_paths
+    path = os.path.join(folder_paths.get_folder_paths("ultralytics_bbox")[0], name)
+    make(path)
+    return path
+
+
+def _load_detector(comfy, model_name):
+    g = GraphBuilder()
+    det = g.node("PrecisionSafeDetectorLoader", model_name=model_name)
+    found = g.node("PrecisionSafeDetectSEGS", image=_load(g, _save_input("ps_det.png", _equal_squares_scene()[0])).out(0),
+                   detector=det.out(0))
+    g.node("PreviewImage", images=g.node("MaskToImage", mask=found.out(1)).out(0))
+    return comfy.run(g.finalize()), det.id
+
+
+def test_broken_detector_file_is_explained_on_the_loader_node(comfy):
+    """Issue 11 #3 through the executor: an empty file gave a bare EOFError."""
+    path = _detector_file("ps_empty.pt", lambda p: open(p, "wb").close())
+    try:
+        r, det_id = _load_detector(comfy, "bbox/ps_empty.pt")
+    finally:
+        os.remove(path)
+    assert not r.success and r.error["node_id"] == det_id
+    msg = r.error["exception_message"]
+    assert "ps_empty.pt is empty (0 bytes)" in msg and "re-download" in msg and "input 'model_name'" in msg
+    assert "weights_only" not in msg
+
+
+def test_symlinked_detector_file_loads(comfy):
+    """Issue 11 #7 through the executor: a detector symlinked into models/ultralytics/bbox from elsewhere."""
+    from third_party_models import BBOX
+    path = _detector_file("ps_linked.pt", lambda p: os.symlink(BBOX, p))
+    try:
+        r, det_id = _load_detector(comfy, "bbox/ps_linked.pt")
+    finally:
+        os.remove(path)
+    assert r.success, r.error
+
+
+def test_a_trusted_third_party_detector_loads_and_an_untrusted_one_is_refused_on_the_node(comfy):
+    import hashlib
+    import json
+
+    import folder_paths
+    from pathlib import Path
+
+    from third_party_models import save_legacy_style
+    extra = []
+    path = _detector_file("ps_face_yolov8m.pt", lambda p: extra.extend(save_legacy_style(Path(p))))
+    config = Path(folder_paths.get_user_directory()) / "precision_safe" / "trusted_models.json"
+    try:
+        r, det_id = _load_detector(comfy, "bbox/ps_face_yolov8m.pt")
+        assert not r.success and r.error["node_id"] == det_id
+        assert "NOT loaded" in r.error["exception_message"] and str(config) in r.error["exception_message"]
+        config.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        config.write_text(json.dumps({"trusted": [{"sha256": digest, "file": "face_yolov8m.pt", "allow": extra}]}))
+        r, det_id = _load_detector(comfy, "bbox/ps_face_yolov8m.pt")
+        assert r.success, r.error
+    finally:
+        os.remove(path)
+        config.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 tooltip on every input."""
 EXPECTED = {"PrecisionSafePolicy", "PrecisionSafeVAEDecode", "PrecisionSafeDtypeInspect",
             "PrecisionSafeDetectorLoader", "PrecisionSafeSAMLoader", "PrecisionSafeDetailer", "PrecisionSafeGuard",
-            "PrecisionSafeSaveImage",
+            "PrecisionSafeSaveImage", "PrecisionSafeDetailerDetectionOptions", "PrecisionSafeDetailerSamOptions",
+            "PrecisionSafeDetectSEGS",
             # inserted by PrecisionPolicy's enforce_downstream, never by hand (category "precision safe/internal")
             "PrecisionSafeEnforced", "PrecisionSafeEnforcedOutput", "PrecisionSafeConform"}
 
@@ -18,6 +19,13 @@ def test_every_pack_node_is_documented(server):
             for name, spec in node["input"].get(section, {}).items():
                 opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
                 assert opts.get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_segs_edges_are_impact_packs_type(server):
+    """The Detailer's and Detect SEGS' SEGS connect to Impact Pack's nodes: the same type name on the graph."""
+    info = server.object_info()
+    assert info["PrecisionSafeDetailer"]["input"]["optional"]["segs"][0] == "SEGS"
+    assert info["PrecisionSafeDetailer"]["output"][5] == "SEGS" and info["PrecisionSafeDetectSEGS"]["output"][0] == "SEGS"
 
 
 def test_model_lists_come_from_the_model_folders(server):

@@ -118,23 +118,66 @@ def model_dir(tmp_path):
 
 
 def test_resolve_inside_folder(model_dir):
-    assert safe_load.resolve_model_path("a.pt", model_dir) == (model_dir / "a.pt").resolve()
-    assert safe_load.resolve_model_path("sub/b.pt", [model_dir]) == (model_dir / "sub" / "b.pt").resolve()
+    assert safe_load.resolve_model_path("a.pt", model_dir) == model_dir / "a.pt"
+    assert safe_load.resolve_model_path("sub/b.pt", [model_dir]) == model_dir / "sub" / "b.pt"
+    assert safe_load.resolve_model_path("sub/../a.pt", [model_dir]).resolve() == (model_dir / "a.pt").resolve()
     os.symlink(model_dir / "sub" / "b.pt", model_dir / "link.pt")  # symlink staying inside: fine
-    assert safe_load.resolve_model_path("link.pt", model_dir).name == "b.pt"
+    assert safe_load.resolve_model_path("link.pt", model_dir).resolve() == (model_dir / "sub" / "b.pt").resolve()
 
 
-@pytest.mark.parametrize("name", ["../../outside.pt", "sub/../../../outside.pt", "..", "/etc/passwd", "C:/x.pt"])
+@pytest.mark.parametrize("name", ["../../outside.pt", "sub/../../../outside.pt", "..", "/etc/passwd",
+                                  "C:/x.pt", "..\\outside.pt"])
 def test_escaping_names_refused(model_dir, name):
     with pytest.raises(ModelFileError) as err:
         safe_load.resolve_model_path(name, model_dir)
     assert not isinstance(err.value, ModelFileNotFound)  # refused as an escape, not reported as missing
 
 
-def test_symlink_pointing_outside_refused(model_dir, tmp_path):
-    os.symlink(tmp_path / "outside.pt", model_dir / "evil.pt")
-    with pytest.raises(ModelFileError, match="outside the model folder"):
-        safe_load.resolve_model_path("evil.pt", model_dir)
+def test_symlink_a_user_placed_in_the_folder_is_followed_wherever_it_points(model_dir, tmp_path):
+    """Issue 11 #7: people symlink model files from another disk into ComfyUI's folders; ComfyUI follows them."""
+    os.symlink(tmp_path / "outside.pt", model_dir / "shared.pt")
+    os.symlink(tmp_path, model_dir / "linked_dir")
+    assert safe_load.resolve_model_path("shared.pt", model_dir).resolve() == (tmp_path / "outside.pt").resolve()
+    assert safe_load.resolve_model_path("linked_dir/outside.pt", model_dir).is_file()
+    committed = model_dir / "tiny.pt"
+    os.symlink(BBOX, committed)
+    assert safe_load.load_yolo(safe_load.resolve_model_path("tiny.pt", model_dir)).task == "detect"
+
+
+# ------------------------------------------------------------------------------------- broken files (issue 11 #3)
+
+def _broken(tmp_path, kind) -> Path:
+    f = tmp_path / f"{kind}.pt"
+    data = {
+        "empty": b"",
+        "random": bytes(range(256)) * 20,
+        "text": b"<html>404 Not Found</html>",
+        "truncated": BBOX.read_bytes()[: BBOX.stat().st_size // 2],
+        "corrupt_zip": BBOX.read_bytes()[:100] + bytes(5000) + BBOX.read_bytes()[5100:],
+        "plain_pickle": pickle.dumps({"weights": [1, 2, 3]}, protocol=4),
+    }[kind]
+    f.write_bytes(data)
+    return f
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("kind,expected", [
+    ("empty", "is empty (0 bytes)"),
+    ("random", "is not a checkpoint"),
+    ("text", "is not a checkpoint"),
+    ("truncated", "is truncated or damaged"),
+    ("corrupt_zip", "damaged or not a checkpoint"),
+    ("plain_pickle", "a plain Python pickle, not a torch.save checkpoint"),
+])
+@pytest.mark.parametrize("loader", ["yolo", "sam"])
+def test_broken_files_say_what_is_wrong_and_never_advise_an_unsafe_load(tmp_path, kind, expected, loader):
+    from precision_safe.nodes.detect.sam import load_sam
+    f = _broken(tmp_path, kind)
+    with pytest.raises(ModelFileError) as err:
+        (safe_load.load_yolo if loader == "yolo" else load_sam)(f)
+    msg = str(err.value)
+    assert f.name in msg and expected in msg and "re-download" in msg, msg
+    assert "weights_only" not in msg and "will likely succeed" not in msg, msg
 
 
 @pytest.fixture

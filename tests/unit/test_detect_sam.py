@@ -126,3 +126,32 @@ def test_half_encoder_fp32_decoder(sam, prompts, dtype):
 def test_no_boxes(sam, prompts):
     scene, _ = prompts[0]
     assert refine(sam, scene, np.zeros((0, 4), np.float32)).shape == (0, scene.height, scene.width)
+
+
+def test_pick_masks_keeps_candidates_above_the_threshold_or_the_best():
+    masks = torch.zeros(2, 3, 4, 4)
+    masks[:, 0, 0, 0] = masks[:, 1, 1, 1] = masks[:, 2, 2, 2] = 1
+    scores = torch.tensor([[0.95, 0.5, 0.97], [0.2, 0.6, 0.1]])
+    out = sam_mod.pick_masks(masks, scores, 0.93)
+    assert out[0].sum() == 2 and out[0, 0, 0] == 1 and out[0, 2, 2] == 1  # the union of the two above 0.93
+    assert out[1].sum() == 1 and out[1, 1, 1] == 1  # none above: the best one
+
+
+def test_point_hints_and_multimask(sam, prompts):
+    scene, boxes = prompts[0]
+    centres = [[((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, 1)] for b in boxes]
+    image = torch.from_numpy(scene.image)
+    with_points = sam_mod.refine_boxes(sam, image, torch.from_numpy(boxes), dtype=torch.float32, device=CPU,
+                                       points=centres)
+    uneven = sam_mod.refine_boxes(sam, image, torch.from_numpy(boxes), dtype=torch.float32, device=CPU,
+                                  points=[centres[0] * 3] + [[] for _ in boxes[1:]])  # padded with SAM's -1 label
+    for masks in (with_points, uneven):
+        assert masks.shape == (len(boxes), scene.height, scene.width)
+        for i in range(len(boxes)):
+            assert shapes.mask_iou(masks[i].numpy() > 0.5, scene.masks[i]) > 0.6
+    best = sam_mod.refine_boxes(sam, image, torch.from_numpy(boxes), dtype=torch.float32, device=CPU,
+                                multimask=True, score_threshold=2.0)  # no candidate scores 2: the best of three
+    union = sam_mod.refine_boxes(sam, image, torch.from_numpy(boxes), dtype=torch.float32, device=CPU,
+                                 multimask=True, score_threshold=-10.0)  # every candidate
+    assert ((union >= best).all() and (union.sum((1, 2)) >= best.sum((1, 2))).all())
+    assert union.sum() > best.sum()

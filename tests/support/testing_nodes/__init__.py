@@ -277,3 +277,7 @@ class HugeLatent:
 
 
 NODE_CLASS_MAPPINGS["PSTest_HugeLatent"] = HugeLatent
+
+from .impact_style import NODE_CLASS_MAPPINGS as _IMPACT_STYLE  # noqa: E402  (SEGS as Impact Pack makes and reads them)
+
+NODE_CLASS_MAPPINGS.update(_IMPACT_STYLE)
