@@ -123,7 +123,7 @@ def build_extras(comfy_dir, ckpt_path):
 
 def install_assets(comfy_dir):
     """Copy the committed tiny detector/SAM files into the host's model folders and the demo image into its
-    input folder (copies, not symlinks: the loaders refuse links that leave their folder)."""
+    input folder (copies, so the host works wherever this repository moves)."""
     import filecmp
     import shutil
     assets = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "assets")
