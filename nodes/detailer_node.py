@@ -207,7 +207,7 @@ class _Detail:
                     original = self._crop(r)
                     if patch is not None:
                         soft = R.feather(r.mask, self.crop.feather)
-                        out.image[r.image_index] = R.paste(out.image[r.image_index], patch, r.crop, soft)
+                        R.paste_into(out.image[r.image_index], patch, r.crop, soft)  # the node's own copy
                         x0, y0, x1, y1 = r.crop
                         area = out.mask[r.image_index, y0:y1, x0:x1]
                         out.mask[r.image_index, y0:y1, x0:x1] = torch.maximum(area, soft)

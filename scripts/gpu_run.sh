@@ -108,14 +108,14 @@ if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [ "$STEP" = "detailer" ]; then
-    for layout in same_size three_plus_one; do
+    for layout in ${DETAILER_LAYOUTS:-same_size three_plus_one}; do
         python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda --ckpt sd15_full_random.safetensors \
             --crop 512 --steps 20 --rounds ${BENCH_N:-5} $([ $layout = same_size ] && echo --same-size) \
             --json "$OUT/bench_detailer_$layout.json" 2>&1 | tee "$OUT/bench_detailer_$layout.log"
         rc=$((rc | ${PIPESTATUS[0]}))
     done
 fi
-if [ "$STEP" = "enforce" ] || [ "$STEP" = "detailer" ]; then
+if [ "$STEP" = "enforce" ] || { [ "$STEP" = "detailer" ] && [ -z "${DETAILER_LAYOUTS:-}" ]; }; then
     python3 scripts/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 2>&1 | tee "$OUT/bench_enforce.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi

@@ -219,17 +219,22 @@ def resize(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return x.movedim(1, -1).clamp(0, 1)
 
 
-def paste(image: torch.Tensor, patch: torch.Tensor, crop, mask: torch.Tensor) -> torch.Tensor:
-    """`image` [H, W, C] with `patch` [h, w, C] blended in at `crop` through `mask` [h, w] (1 = patch).
+def paste_into(image: torch.Tensor, patch: torch.Tensor, crop, mask: torch.Tensor) -> None:
+    """Blend `patch` [h, w, C] into `image` [H, W, C] in place at `crop` through `mask` [h, w] (1 = patch).
 
-    Returns a new tensor; where the mask is 0 the original pixels are kept bit for bit (torch.where, not a
+    Only the crop's pixels are read and written; where the mask is 0 they are kept bit for bit (torch.where, not a
     multiply, so even a non-finite patch cannot leak out)."""
     x0, y0, x1, y1 = crop
-    out = image.clone()
-    region = out[y0:y1, x0:x1]
+    region = image[y0:y1, x0:x1]
     m = mask.to(region.dtype)[..., None]
     blended = region * (1 - m) + patch.to(region.dtype) * m
-    out[y0:y1, x0:x1] = torch.where(m > 0, blended, region)
+    region.copy_(torch.where(m > 0, blended, region))
+
+
+def paste(image: torch.Tensor, patch: torch.Tensor, crop, mask: torch.Tensor) -> torch.Tensor:
+    """`paste_into` on a copy of `image`: the image given is not changed."""
+    out = image.clone()
+    paste_into(out, patch, crop, mask)
     return out
 
 

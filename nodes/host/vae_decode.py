@@ -12,7 +12,7 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
-from ..precision.budget import DecodeNeed, plan_decode
+from ..precision.budget import DecodeNeed, plan_decode, surely_fits
 from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
@@ -43,6 +43,12 @@ def _watch_core_fallback():
         yield watcher
     finally:
         root.removeHandler(watcher)
+
+
+def _total_bytes(device: torch.device) -> float:
+    """The device's memory as ComfyUI measured it at start-up (RAM for the CPU)."""
+    megabytes = mm.total_ram if device.type == "cpu" else mm.total_vram
+    return megabytes * 2 ** 20
 
 
 def _free_bytes(device: torch.device) -> float:
@@ -114,10 +120,11 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
     """vae.decode when it fits in memory; tile by tile when it does not (or after an out-of-memory error); a
     PrecisionError with the figures when not even that fits. Tiling is recorded."""
     need = decode_need(vae, latent)
-    if need is not None:
-        device, host = torch.device(vae.device), torch.device(vae.output_device)
+    device, host = torch.device(vae.device), torch.device(vae.output_device)
+    shared = host == device
+    if need is not None and not surely_fits(need, _total_bytes(device), _total_bytes(host), shared):
         free = _free_bytes(device)
-        plan = plan_decode(record.node, need, free, free if host == device else _free_bytes(host), host == device)
+        plan = plan_decode(record.node, need, free, free if shared else _free_bytes(host), shared)
         if plan.tiled:
             record.notes.append(plan.note(need))
             return decode_tiles(vae, latent, plan.tile, plan.overlap)

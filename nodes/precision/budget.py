@@ -51,6 +51,16 @@ class DecodePlan:
                 f"decode of {need.size()} needs ~{gib(self.whole_bytes)}, {gib(self.free_bytes)} is free")
 
 
+def surely_fits(need: DecodeNeed, total_device: float, total_host: float, shared: bool) -> bool:
+    """A decode needing at most half of each memory in all fits whatever else is loaded (ComfyUI unloads models to
+    make room, and falls back to tiles on out-of-memory): no need to ask what is free, which costs a device query
+    on every decode."""
+    whole, image = need.work(need.height, need.width), need.image_bytes
+    if shared:
+        return whole + image <= total_device / 2
+    return whole <= total_device / 2 and image <= total_host / 2
+
+
 def plan_decode(node: str, need: DecodeNeed, free_device: float, free_host: float, shared: bool) -> DecodePlan:
     """Whole when one item's decode fits in the device's free memory and the IMAGE fits in the host's (the output
     lives there); else the largest tile that fits beside the IMAGE; else a PrecisionError with the figures.

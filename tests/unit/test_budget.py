@@ -2,7 +2,7 @@
 figures. ComfyUI's SD VAE estimate (2178 * h * w * 64 bytes per fp32 unit, times 4) makes the numbers real."""
 import pytest
 
-from precision_safe.nodes.precision.budget import GIB, DecodeNeed, plan_decode
+from precision_safe.nodes.precision.budget import GIB, DecodeNeed, plan_decode, surely_fits
 from precision_safe.nodes.precision.errors import PrecisionError
 
 
@@ -49,3 +49,13 @@ def test_a_small_latent_that_does_not_fit_is_refused_not_tiled_into_one_tile():
     need = sd_vae_need(1, 12)
     with pytest.raises(PrecisionError):
         plan_decode("N", need, free_device=0.01 * GIB, free_host=16 * GIB, shared=False)
+
+
+def test_only_decodes_near_the_machines_memory_ask_what_is_free():
+    need = sd_vae_need(1, 128)  # 1024 px: ~9 GiB of work by ComfyUI's estimate, a 12 MiB IMAGE
+    assert surely_fits(need, total_device=141 * GIB, total_host=128 * GIB, shared=False)  # an H200
+    assert not surely_fits(need, total_device=16 * GIB, total_host=64 * GIB, shared=False)  # over half of 16 GiB
+    # half of 17.02 GiB holds the work alone, not the work and the IMAGE: on a CPU both come out of the same RAM
+    assert surely_fits(need, total_device=17.02 * GIB, total_host=128 * GIB, shared=False)
+    assert not surely_fits(need, total_device=17.02 * GIB, total_host=17.02 * GIB, shared=True)
+    assert not surely_fits(sd_vae_need(1, 2048), total_device=141 * GIB, total_host=128 * GIB, shared=False)

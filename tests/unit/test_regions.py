@@ -92,6 +92,21 @@ def test_paste_keeps_outside_pixels_bit_exact_even_with_a_nonfinite_patch(dtype)
     assert out.dtype == dtype and image.isfinite().all()  # input untouched
 
 
+def test_paste_into_writes_only_the_masked_crop_in_place():
+    image = torch.rand(32, 32, 3)
+    before = image.clone()
+    patch = torch.ones(10, 10, 3)
+    mask = torch.zeros(10, 10)
+    mask[2:8, 2:8] = 0.5
+    R.paste_into(image, patch, (5, 5, 15, 15), mask)
+    changed = (image != before).any(-1)
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[7:13, 7:13] = True
+    assert torch.equal(changed, expected)
+    torch.testing.assert_close(image[7:13, 7:13], (before[7:13, 7:13] + 1) / 2)
+    torch.testing.assert_close(R.paste(before, patch, (5, 5, 15, 15), mask), image)
+
+
 def test_group_by_size_batches_same_sizes_in_order_and_respects_max_batch():
     def reg(i, t):
         return R.Region(0, i, "x", 1.0, (0, 0, 1, 1), (0, 0, 1, 1), torch.ones(1, 1), t)
