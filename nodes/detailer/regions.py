@@ -162,25 +162,34 @@ def sample_size(crop_hw: tuple[int, int], box_hw: tuple[float, float], opts: Cro
     return _round8(ch * scale), _round8(cw * scale)
 
 
+def _square_max(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Max over a (2r+1)-square window of [1, 1, H, W], as a row pass then a column pass (a square's max is the max
+    of its rows' maxima: exact, and O(r) per pixel instead of O(r²))."""
+    m = F.max_pool2d(m, (1, 2 * r + 1), stride=1, padding=(0, r))
+    return F.max_pool2d(m, (2 * r + 1, 1), stride=1, padding=(r, 0))
+
+
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Grow (or, negative, shrink) a [H, W] mask by `pixels` with a square max-pool."""
     if pixels == 0:
         return mask
     m = mask[None, None]
-    k = 2 * abs(pixels) + 1
+    r = abs(pixels)
     if pixels > 0:
-        return F.max_pool2d(m, k, stride=1, padding=abs(pixels))[0, 0]
-    return 1 - F.max_pool2d(1 - m, k, stride=1, padding=abs(pixels))[0, 0]
+        return _square_max(m, r)[0, 0]
+    return 1 - _square_max(1 - m, r)[0, 0]
 
 
 def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Soften a [H, W] mask's edge inward by ~`pixels` (box blur of the eroded mask), so pixels outside the
-    original mask stay exactly 0 and the seam blends."""
+    original mask stay exactly 0 and the seam blends. The box blur runs as a row pass then a column pass: averaging
+    only the pixels inside the image, as the square window clipped at the border does."""
     if pixels <= 0:
         return mask
-    inner = dilate(mask, -pixels)
+    inner = dilate(mask, -pixels)[None, None]
     k = 2 * pixels + 1
-    soft = F.avg_pool2d(inner[None, None], k, stride=1, padding=pixels, count_include_pad=False)[0, 0]
+    soft = F.avg_pool2d(inner, (1, k), stride=1, padding=(0, pixels), count_include_pad=False)
+    soft = F.avg_pool2d(soft, (k, 1), stride=1, padding=(pixels, 0), count_include_pad=False)[0, 0]
     return torch.minimum(soft, mask)
 
 
