@@ -16,21 +16,18 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKPOINT, OVERFLOW_VAE = "tiny_sd15.safetensors", "tiny_overflow_vae.safetensors"
+OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
 sys.path.insert(0, str(ROOT / "scripts"))
-from comfy_client import ComfyServer, ui_to_api  # noqa: E402
+from comfy_client import ComfyServer, link_testing_nodes, ui_to_api  # noqa: E402
+from graphs import POLICY, api_txt2img  # noqa: E402  (tests/support, on sys.path from tests/conftest.py)
 
 pytestmark = pytest.mark.gpu
 WORKFLOWS = sorted(glob.glob(str(ROOT / "workflows" / "*.json")))
-POLICY = {"unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto", "detector_dtype": "auto",
-          "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "cast", "on_nonfinite": "retry"}
 
 
 @pytest.fixture(scope="module")
 def server(comfy_dir, tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "tests" / "support"))
-    from host_paths import link_testing_nodes
-    link_testing_nodes()
+    link_testing_nodes(comfy_dir)
     with ComfyServer(comfy_dir, output_dir=str(tmp_path_factory.mktemp("gpu_out")), cpu=False) as s:
         stats = s.get("/system_stats")
         assert stats["devices"][0]["type"] == "cuda", stats
@@ -38,15 +35,7 @@ def server(comfy_dir, tmp_path_factory):
 
 
 def _txt2img(size=64, model=("1", 0), seed=0, steps=4):
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "6": {"class_type": "KSampler", "inputs": {
-            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-    }
+    return api_txt2img(size, model, seed, steps, cfg=5.0)
 
 
 def _pixels(server, ref):

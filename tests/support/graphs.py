@@ -83,7 +83,7 @@ POLICY = {"unet_dtype": "auto", "vae_dtype": "auto", "text_encoder_dtype": "auto
           "sam_dtype": "auto", "intermediate_dtype": "auto", "on_mismatch": "cast", "on_nonfinite": "retry"}
 
 
-def api_txt2img(size=16, model=("1", 0)):
+def api_txt2img(size=16, model=("1", 0), seed=0, steps=2, cfg=2.0):
     """Nodes 1-6: checkpoint, prompts, empty latent, KSampler (node 6)."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
@@ -91,6 +91,6 @@ def api_txt2img(size=16, model=("1", 0)):
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
         "6": {"class_type": "KSampler", "inputs": {
-            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 0,
-            "steps": 2, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+            "model": list(model), "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": seed,
+            "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
     }
