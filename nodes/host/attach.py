@@ -63,8 +63,10 @@ def module_at_dtype(source: torch.nn.Module, dtype: torch.dtype, device, origina
         made = _MODULE_COPIES.get(source, {}).get(key)
         if made is not None:
             return made, False
-        owners = [v for m in source.modules() for v in m.__dict__.values()
-                  if isinstance(v, comfy.model_patcher.ModelPatcher)]
+        # shared, not copied: the patchers that own the source (copying one would copy the source again) and ComfyUI's
+        # model config (read-only; newer cores answer None for any attribute it lacks, which breaks deepcopy)
+        owners = [v for m in source.modules() for k, v in m.__dict__.items()
+                  if isinstance(v, comfy.model_patcher.ModelPatcher) or k == "model_config"]
         under = [t for n, t in source.named_parameters() if n.startswith(prefix) and t.is_floating_point()]
         stored = {t.dtype for t in under} - ({torch.float32} if len({t.dtype for t in under}) > 1 else set())
         made = cast_module_copy(source, dtype, device=device, originals=originals, keep=owners,

@@ -199,6 +199,8 @@ def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
             if nid not in governed or key < governed[nid][0]:
                 governed[nid] = (key, pid)
     multi = _list_outputs(prompt, types)
+    # outputs something links to: a list on an output nothing uses (a saver's pass-through) is no obstacle
+    used = {(str(v[0]), v[1]) for n in prompt.values() for v in n.get("inputs", {}).values() if is_link(v)}
     out, wrapped, left_out = dict(prompt), {}, {}
     for nid in sorted(governed, key=lambda n: (len(n), n)):
         pid = governed[nid][1]
@@ -220,7 +222,7 @@ def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
         if not conform:
             continue
         why = t.runs_as_is
-        if why is None and any(multi.get(nid, ())):
+        if why is None and any(flag and (nid, i) in used for i, flag in enumerate(multi.get(nid, ()))):
             why = "an output carries a list of values (OUTPUT_IS_LIST or a list input)"
         if why is None and max(len(t.outputs), len(conform)) > MAX_OUTPUTS:
             why = f"more than {MAX_OUTPUTS} outputs or conformable inputs"

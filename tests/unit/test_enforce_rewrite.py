@@ -13,6 +13,8 @@ T = {
     "Decode": NodeType(inputs={"samples": "LATENT", "vae": "VAE"}, outputs=("IMAGE",)),
     "Half": NodeType(inputs={"image": "IMAGE"}, outputs=("IMAGE",)),
     "Preview": NodeType(inputs={"images": "IMAGE"}, output_node=True),
+    # ComfyUI 0.33's PreviewImage / SaveImage: an output node that also hands its IMAGE on
+    "PreviewOut": NodeType(inputs={"images": "IMAGE"}, outputs=("IMAGE",), output_node=True),
     "Text": NodeType(inputs={"value": "*"}, outputs=("STRING",)),
     "Splitter": NodeType(inputs={"image": "IMAGE"}, outputs=("IMAGE",), output_is_list=(True,)),
     "Lazy": NodeType(inputs={"image": "IMAGE"}, outputs=("IMAGE",), runs_as_is="input 'image' is lazy"),
@@ -90,11 +92,15 @@ def test_list_outputs_and_nodes_that_must_run_as_declared_are_left_out_with_the_
     p = graph()
     p["5"] = {"class_type": "Splitter", "inputs": {"image": ["4", 0]}}
     p["9"] = {"class_type": "Half", "inputs": {"image": ["5", 0]}}  # mapped over the list: its output is a list too
+    p["11"] = {"class_type": "Preview", "inputs": {"images": ["9", 0]}}
     p["10"] = {"class_type": "Lazy", "inputs": {"image": ["4", 0]}}
+    p["12"] = {"class_type": "PreviewOut", "inputs": {"images": ["5", 0]}}  # its list output: linked to nothing
     plan = rewrite(p, T)
     assert set(plan.left_out) == {"5", "9", "10"}
     assert "list" in plan.left_out["5"] and "list" in plan.left_out["9"] and "lazy" in plan.left_out["10"]
     assert plan.prompt["6"]["class_type"] == WRAPPER_OUTPUT  # a list into an output node without outputs: fine
+    assert plan.prompt["11"]["class_type"] == WRAPPER_OUTPUT
+    assert plan.prompt["12"]["class_type"] == WRAPPER_OUTPUT  # nor with outputs nothing uses
 
 
 def test_a_node_governed_by_two_policies_takes_the_nearest():
