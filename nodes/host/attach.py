@@ -16,8 +16,9 @@ import comfy.model_patcher
 
 from ..precision.casting import cast_module_copy
 from ..precision.context import PrecisionContext, dtype_name, pick
+from ..precision.reach import is_storage_only
 from ..precision.resolve import Resolution
-from .resolver import is_storage_only, model_compute_dtype, resolution
+from .resolver import model_compute_dtype, resolution
 
 KEY = "precision_safe_context"  # in ModelPatcher.model_options (survives further clones) / on our VAE copies
 

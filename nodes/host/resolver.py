@@ -102,11 +102,6 @@ def resolution(ctx: PrecisionContext, role: str, obj=None, device=None) -> Resol
     return resolve(ctx, role, facts(role, obj, device))
 
 
-def current_dtype(role: str, obj) -> Optional[torch.dtype]:
-    """The dtype `obj` runs `role` at right now (what Dtype Inspect compares with the resolution)."""
-    return facts(role, obj).native
-
-
 def table(ctx: PrecisionContext, objects: dict) -> list[Resolution]:
     """The resolution of every role, each for its object in `objects` (role -> MODEL/CLIP/VAE) when given."""
     return [resolution(ctx, role, objects.get(role)) for role in ROLES]
