@@ -21,7 +21,7 @@ import comfy.model_patcher
 
 from ..precision.boundary import BoundaryForward
 from ..precision.context import PrecisionContext, dtype_name
-from ..precision.reach import is_storage_only, weights_dtype
+from ..precision.reach import is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Resolution
 from .attach import module_at_dtype
 from .resolver import resolution
@@ -89,12 +89,6 @@ def clip_vision_with_policy(clip_vision, ctx: PrecisionContext):
                                                        offload_device=clip_vision.patcher.offload_device)
         new.dtype = want.dtype
     return new, f"CLIP_VISION copy: {note}"
-
-
-def weights_device(module: torch.nn.Module) -> torch.device:
-    for t in module.parameters():
-        return t.device
-    return torch.device("cpu")
 
 
 WITH_POLICY = {"UPSCALE_MODEL": upscale_model_with_policy, "CONTROL_NET": control_net_with_policy,

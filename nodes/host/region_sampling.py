@@ -27,7 +27,7 @@ from .attach import model_with_policy, vae_at_dtype
 from .resolver import model_compute_dtype, resolution
 from .vae_decode import safe_decode
 
-__all__ = ["SamplingOptions", "Resampled", "sampling_model", "encode", "decode", "resample"]
+__all__ = ["SamplingOptions", "Resampled", "sampling_model", "encode", "resample"]
 
 
 def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord, tile: int = 0) -> torch.Tensor:
@@ -40,22 +40,6 @@ def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRe
             return v.encode_tiled(x, tile_x=tile, tile_y=tile, overlap=tile // 8) if tile else v.encode(x)
 
     return run_with_retry(run_at, pixels[..., :3], resolution(ctx, "vae", vae).dtype, ctx, record, vae.device)
-
-
-def decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord, tile: int = 0) -> torch.Tensor:
-    """Safe VAE decode (SafeVAEDecode's path); with `tile` > 0 tiled in `tile`-px tiles, same per-item repair."""
-    if not tile:
-        return safe_decode(vae, latent, ctx, record, step="vae decode")
-    want = resolution(ctx, "vae", vae)
-    record.ran_at("vae", want.name, want.device)
-
-    def run_at(z, d):
-        v = vae_at_dtype(vae, d)
-        with explain_dtype_errors(f"{record.node} / vae decode", modules={"vae": v.first_stage_model},
-                                  inputs={"samples": z}):
-            return v.decode_tiled(z, tile_x=tile // 8, tile_y=tile // 8, overlap=tile // 32)
-
-    return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device)
 
 
 def differential_denoise_mask(sigma, denoise_mask, extra_options):
@@ -137,7 +121,8 @@ def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.
     decoded_bad: set[int] = set()
     if ok:
         with clock("decode"):
-            decoded = decode(vae, samples[ok], ctx, record, opts.tile_size if opts.tiled_decode else 0)
+            decoded = safe_decode(vae, samples[ok], ctx, record, step="vae decode",
+                                  tile=opts.tile_size if opts.tiled_decode else 0)
         decoded_bad = {ok[j] for j in nonfinite_items(decoded)}
         for j, i in enumerate(ok):
             if i not in decoded_bad:

@@ -12,7 +12,7 @@ import torch
 import comfy.model_management as mm
 
 from ..precision.context import ROLES, PrecisionContext, bf16_supported
-from ..precision.reach import is_storage_only, weights_dtype
+from ..precision.reach import is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Facts, Resolution, resolve
 
 
@@ -61,7 +61,7 @@ def _vae_verdict(vae):
 def _module_facts(module: torch.nn.Module) -> Facts:
     """A bare network (an upscale model's, a ControlNet's, a CLIP vision encoder's): ComfyUI computes it at the dtype
     its weights are in."""
-    dev = next((t.device for t in module.parameters()), torch.device("cpu"))
+    dev = weights_device(module)
     dtype = weights_dtype(module)
     return Facts(dev, dtype, dtype, bf16_supported(dev), f"this {type(module).__name__}")
 

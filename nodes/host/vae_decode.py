@@ -143,8 +143,9 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
 
 
 def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord,
-                step: str = "") -> torch.Tensor:
+                step: str = "", tile: int = 0) -> torch.Tensor:
     """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
+    With `tile` > 0, decoded in `tile`-px tiles (core's decode_tiled), with the same per-item repair.
 
     A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
     want = resolution(ctx, "vae", vae)
@@ -154,6 +155,8 @@ def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: Precis
     def run_at(z, d):
         v = vae_at_dtype(vae, d)
         with explain_dtype_errors(where, modules={"vae": v.first_stage_model}, inputs={"samples": z}):
+            if tile:
+                return v.decode_tiled(z, tile_x=tile // 8, tile_y=tile // 8, overlap=tile // 32)
             return decode_once(v, z, record)
 
     return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device)

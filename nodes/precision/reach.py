@@ -61,6 +61,11 @@ def weights_dtype(obj) -> Optional[torch.dtype]:
     return dtypes[0] if dtypes else None
 
 
+def weights_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights are (the CPU for one without any)."""
+    return next((t.device for t in module.parameters()), torch.device("cpu"))
+
+
 def is_storage_only(dtype: Optional[torch.dtype]) -> bool:
     """fp8 and similar: weights are stored in it and computed from through casts, never computed in it."""
     return dtype in _STORAGE_ONLY
