@@ -11,7 +11,8 @@ Sections (--sections, default all):
             same with the stock MODEL twice.
   bf16      PrecisionPolicy unet=bf16 (weights converted once) vs a second server started with --bf16-unet (stock
             loaded at bf16); GPU memory from /system_stats after each.
-  decode    SafeVAEDecode vs core VAEDecode at --decode-size (default 1024), interleaved, core twice for A/A.
+  decode    SafeVAEDecode vs core VAEDecode at --decode-size (default 1024), blocked and interleaved, core twice
+            for A/A.
   inspect   Dtype Inspect on the checkpoint's MODEL, and on the tiny checkpoint's (flat in model size).
 
 Usage: python scripts/bench_server.py --comfy COMFYUI_DIR [--cuda] [--ckpt NAME] [--size 512] [--steps 20] [--n 6]
@@ -247,15 +248,19 @@ def section_decode(b: Bench, a, out):
     variants = {"core": True, "safe": False, "core_again": True}
     makes = {k: (lambda s, core=core: decode_prompt(a.ckpt, core, 1.0 + s * 1e-3, a.decode_size))
              for k, core in variants.items()}
-    times = interleaved(b, makes, a.n * 2)
+    res = {"size": a.decode_size}
+    for mode in ("blocked", "interleaved"):
+        if mode == "blocked":
+            times = {k: b.blocked(f, a.n * 2) for k, f in makes.items()}
+        else:
+            times = interleaved(b, makes, a.n * 2)
+        res[mode] = {"ms": {k: med(v) for k, v in times.items()}, "safe/core": ratio(times["safe"], times["core"]),
+                     "aa_core_again/core": ratio(times["core_again"], times["core"]), "raw_ms": times}
+        print(f"decode ({mode}):", json.dumps({k: v for k, v in res[mode].items() if k != "raw_ms"}), flush=True)
     run = b.server.run(decode_prompt(a.ckpt, False, 0.5, a.decode_size))
-    inside = run.precision_records()["6"]["seconds"] * 1000
-    res = {"ms": {k: med(v) for k, v in times.items()}, "safe/core": ratio(times["safe"], times["core"]),
-           "aa_core_again/core": ratio(times["core_again"], times["core"]), "size": a.decode_size,
-           "safe_node_own_ms (its record, one run)": round(inside, 2),
-           "safe_node_gap_ms (same run)": round(run.node_seconds()["6"] * 1000, 2), "raw_ms": times}
+    res["safe_node_own_ms (its record, one run)"] = round(run.precision_records()["6"]["seconds"] * 1000, 2)
+    res["safe_node_gap_ms (same run)"] = round(run.node_seconds()["6"] * 1000, 2)
     out["decode"] = res
-    print("decode (interleaved):", json.dumps({k: v for k, v in res.items() if k != "raw_ms"}), flush=True)
     makes = {k: (lambda s, d=d: overflow_prompt(d, 1.0 - s * 1e-4, a.decode_size))
              for k, d in (("bf16_direct", "bf16"), ("fp16_then_retry", "fp16"), ("bf16_direct_again", "bf16"))}
     times = interleaved(b, makes, a.n)

@@ -52,11 +52,10 @@ def unlink_testing_nodes(comfy_dir=COMFY_DIR):
         os.unlink(link)
 
 
-def import_comfy(comfy_dir=COMFY_DIR):
-    """ComfyUI imported into this process as main.py imports it, on the CPU, with its custom nodes loaded;
-    returns its `nodes` module (NODE_CLASS_MAPPINGS)."""
-    if "--cpu" not in sys.argv:
-        sys.argv = [sys.argv[0], "--cpu"]  # before comfy.cli_args is imported: no CUDA probing
+def import_comfy(comfy_dir=COMFY_DIR, cpu=True):
+    """ComfyUI imported into this process as main.py imports it, on the CPU (or, `cpu=False`, on the device ComfyUI
+    picks), with its custom nodes loaded; returns its `nodes` module (NODE_CLASS_MAPPINGS)."""
+    sys.argv = [sys.argv[0]] + (["--cpu"] if cpu else [])  # before comfy.cli_args is imported: no CUDA probing
     if comfy_dir not in sys.path:
         sys.path.insert(0, comfy_dir)
     import comfy.options

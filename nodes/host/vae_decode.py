@@ -4,6 +4,7 @@ figures when even that cannot fit. An out-of-memory error still falls back to ti
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from typing import Optional
 
@@ -116,13 +117,28 @@ def decode_tiles(vae, latent: torch.Tensor, tile: int, overlap: int) -> torch.Te
     return out.div_(weight)
 
 
+def _image_on_device(vae):
+    """A copy of `vae` (same weights) whose decoded IMAGE stays on the decoding device. Core copies the decoder's
+    output to the CPU first and converts and clamps it there, ~7 ms of a 1024² decode on an H200; on the GPU that
+    work, and the non-finite check after it, take well under a millisecond, and one finished IMAGE is copied."""
+    kept = copy.copy(vae)
+    kept.output_device = vae.device
+    return kept
+
+
 def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Tensor:
     """vae.decode when it fits in memory; tile by tile when it does not (or after an out-of-memory error); a
-    PrecisionError with the figures when not even that fits. Tiling is recorded."""
+    PrecisionError with the figures when not even that fits. Tiling is recorded.
+
+    When the decode and its IMAGE surely fit in the decoding device's memory, the IMAGE is made and returned there;
+    else on vae.output_device. Callers move it to vae.output_device."""
     need = decode_need(vae, latent)
     device, host = torch.device(vae.device), torch.device(vae.output_device)
     shared = host == device
-    if need is not None and not surely_fits(need, _total_bytes(device), _total_bytes(host), shared):
+    decoder = vae
+    if need is not None and not shared and surely_fits(need, _total_bytes(device), _total_bytes(device), True):
+        decoder = _image_on_device(vae)
+    elif need is not None and not surely_fits(need, _total_bytes(device), _total_bytes(host), shared):
         free = _free_bytes(device)
         plan = plan_decode(record.node, need, free, free if shared else _free_bytes(host), shared)
         if plan.tiled:
@@ -130,7 +146,7 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
             return decode_tiles(vae, latent, plan.tile, plan.overlap)
     with _watch_core_fallback() as watcher:
         try:
-            images = vae.decode(latent)
+            images = decoder.decode(latent)
         except mm.OOM_EXCEPTION:
             images = None
         if images is None:  # outside the except block, so the failed attempt's tensors can be freed
@@ -144,7 +160,8 @@ def decode_once(vae, latent: torch.Tensor, record: PrecisionRecord) -> torch.Ten
 
 def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord,
                 step: str = "", tile: int = 0) -> torch.Tensor:
-    """Decode `latent` at the context's vae dtype; repair non-finite items per the context. Returns fp32 IMAGE.
+    """Decode `latent` at the context's vae dtype; repair non-finite items per the context (where the IMAGE was
+    made: on the GPU when it fits there). Returns an fp32 IMAGE on vae.output_device, as core's decode does.
     With `tile` > 0, decoded in `tile`-px tiles (core's decode_tiled), with the same per-item repair.
 
     A torch dtype error inside the decoder is re-raised naming the submodule, the dtypes and the fix."""
@@ -159,4 +176,4 @@ def safe_decode(vae, latent: torch.Tensor, ctx: PrecisionContext, record: Precis
                 return v.decode_tiled(z, tile_x=tile // 8, tile_y=tile // 8, overlap=tile // 32)
             return decode_once(v, z, record)
 
-    return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device)
+    return run_with_retry(run_at, latent, want.dtype, ctx, record, vae.device).to(vae.output_device)

@@ -92,3 +92,17 @@ def test_auto_widens_an_fp16_vae_only_when_it_overflows(overflow_vae, checkpoint
     record = PrecisionRecord("SafeVAEDecode")
     out = safe_decode(good, torch.zeros(1, 4, 8, 8), DEFAULT, record)
     assert record.ran["vae"] == "fp16 · cuda" and torch.isfinite(out).all()
+
+
+def test_a_healthy_decode_is_cores_image_where_core_puts_it(checkpoint):
+    """Safe VAE Decode converts and clamps the decoder's output on the GPU (core does it on the CPU) and hands the
+    IMAGE over on ComfyUI's intermediate device: the same pixels as core's decode, bit for bit."""
+    from precision_safe.nodes.host.vae_decode import safe_decode
+    vae = checkpoint[2]
+    latent = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    record = PrecisionRecord("SafeVAEDecode")
+    out = safe_decode(vae, latent, DEFAULT, record)
+    ref = vae.decode(latent)
+    assert out.device == ref.device == torch.device(vae.output_device) != torch.device(vae.device)
+    assert torch.equal(out, ref)
+    assert not record.notes and not record.retries
