@@ -41,6 +41,10 @@ fi
 
 STEP=${1:-all}
 OUT=${OUT:-$PWD/out/gpu}
+# The benchmarked servers get half of this 16-core machine's CPU threads (BENCH_THREADS to change): with all 16, the
+# server's own threads and the benchmark client beside it oversubscribe the cores, and a 1024² decode's time spread
+# over ~20 ms between quartiles (8 threads: ~1 ms). BENCHMARKS.md says which runs had which.
+BENCH_THREADS=${BENCH_THREADS:-8}
 mkdir -p "$OUT" "$WORK"
 export COMFYUI_DIR="$WORK/ComfyUI"
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
@@ -102,21 +106,24 @@ if [ "$STEP" = "tests" ] || [ "$STEP" = "all" ]; then
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
-    python3 scripts/bench_server.py --comfy "$COMFYUI_DIR" --cuda --ckpt sd15_full_random.safetensors --size 512 \
+    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_server.py --comfy "$COMFYUI_DIR" --cuda \
+        --ckpt sd15_full_random.safetensors --size 512 \
         --steps 20 --n ${BENCH_N:-6} --json "$OUT/bench_server.json" --log-dir "$WORK" ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/bench_server.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [ "$STEP" = "detailer" ]; then
     for layout in ${DETAILER_LAYOUTS:-same_size three_plus_one}; do
-        python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda --ckpt sd15_full_random.safetensors \
+        OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda \
+            --ckpt sd15_full_random.safetensors \
             --crop 512 --steps 20 --rounds ${BENCH_N:-5} $([ $layout = same_size ] && echo --same-size) \
             --json "$OUT/bench_detailer_$layout.json" 2>&1 | tee "$OUT/bench_detailer_$layout.log"
         rc=$((rc | ${PIPESTATUS[0]}))
     done
 fi
 if [ "$STEP" = "enforce" ] || { [ "$STEP" = "detailer" ] && [ -z "${DETAILER_LAYOUTS:-}" ]; }; then
-    python3 scripts/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 2>&1 | tee "$OUT/bench_enforce.log"
+    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 \
+        2>&1 | tee "$OUT/bench_enforce.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 echo "gpu_run $STEP rc=$rc" | tee -a "$OUT/env.txt"
