@@ -43,7 +43,8 @@ STEP=${1:-all}
 OUT=${OUT:-$PWD/out/gpu}
 # The benchmarked servers get half of this 16-core machine's CPU threads (BENCH_THREADS to change): with all 16, the
 # server's own threads and the benchmark client beside it oversubscribe the cores, and a 1024² decode's time spread
-# over ~20 ms between quartiles (8 threads: ~1 ms). BENCHMARKS.md says which runs had which.
+# over ~20 ms between quartiles (8 threads: ~1 ms; the KSampler was fastest at 2). BENCHMARKS.md says which runs had
+# which.
 BENCH_THREADS=${BENCH_THREADS:-8}
 mkdir -p "$OUT" "$WORK"
 export COMFYUI_DIR="$WORK/ComfyUI"

@@ -119,7 +119,7 @@ def decode_tiles(vae, latent: torch.Tensor, tile: int, overlap: int) -> torch.Te
 
 def _image_on_device(vae):
     """A copy of `vae` (same weights) whose decoded IMAGE stays on the decoding device. Core copies the decoder's
-    output to the CPU first and converts and clamps it there, ~7 ms of a 1024² decode on an H200; on the GPU that
+    output to the CPU first and converts and clamps it there, 7-23 ms of a 1024² decode on an H200; on the GPU that
     work, and the non-finite check after it, take well under a millisecond, and one finished IMAGE is copied."""
     kept = copy.copy(vae)
     kept.output_device = vae.device
