@@ -56,7 +56,8 @@ def main():
     ensure_models(comfy_dir)
     nodes = import_comfy(comfy_dir, cpu=not args.cuda)
     import torch
-    base = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__.rsplit(".", 2)[0]  # the pack as ComfyUI loaded it
+    # the pack's modules as ComfyUI loaded them
+    base = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__.rsplit(".", 2)[0]
     attach, checks, finite, node_report, resolver, report = (sys.modules[f"{base}.nodes.{m}"] for m in (
         "host.attach", "host.checks", "precision.finite", "host.node_report", "host.resolver", "precision.report"))
 

@@ -208,6 +208,8 @@ def section_share(b: Bench, a, out):
            "aa_stock_before_stock/stock_before_policy": ratio(alt["stock_before_stock"], alt["stock_before_policy"]),
            "one_prompt_pair_ms": {k: med(v) for k, v in pairs.items()},
            "pair stock+policy / stock+stock": ratio(pairs["stock+policy"], pairs["stock+stock"]),
+           "pair stock+policy / (stock + policy alone)": round(statistics.median(pairs["stock+policy"]) / (
+               statistics.median(alt["stock_after_stock"]) + statistics.median(alt["policy_after_stock"])), 4),
            "aa_pair stock+stock_again / stock+stock": ratio(pairs["stock+stock_again"], pairs["stock+stock"]),
            "raw_ms": {"alternating": alt, "pairs": pairs}}
     out["share"] = res

@@ -44,7 +44,8 @@ def run_with_retry(
         for wider in wider_dtypes(dtype, device):
             idx = torch.tensor(bad, device=latent.device)
             redo = run_at(latent.index_select(0, idx), wider)
-            out[idx.to(out.device)] = redo.to(device=out.device, dtype=out.dtype)  # run_at may answer elsewhere at another dtype
+            # run_at may answer on another device at another dtype (a decode kept on the GPU or not)
+            out[idx.to(out.device)] = redo.to(device=out.device, dtype=out.dtype)
             still = [bad[i] for i in nonfinite_items(redo)]
             record.retries.append(f"items {bad} {first} -> {dtype_name(wider)}: "
                                   + ("finite" if not still else f"still non-finite {still}"))
