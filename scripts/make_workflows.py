@@ -77,12 +77,18 @@ class Workflow:
                 "links": self.links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
+def _prompts(w, clip, slot, col, row, text):
+    """A prompt and, below it, an empty negative prompt, both encoded by `clip`'s output `slot`."""
+    pos = w.add("CLIPTextEncode", col, row, text=text)
+    neg = w.add("CLIPTextEncode", col, row + 5, text="")
+    for n in (pos, neg):
+        w.link(clip, slot, n, "clip")
+    return pos, neg
+
+
 def _txt2img(w, size, batch=1, prompt="a red square on a blue background"):
     ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
-    pos = w.add("CLIPTextEncode", 1, 0, text=prompt)
-    neg = w.add("CLIPTextEncode", 1, 5, text="")
-    for n in (pos, neg):
-        w.link(ckpt, 1, n, "clip")
+    pos, neg = _prompts(w, ckpt, 1, 1, 0, prompt)
     empty = w.add("EmptyLatentImage", 1, 10, width=size, height=size, batch_size=batch)
     ks = w.add("KSampler", 2, 0, seed=0, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal", denoise=1.0)
     w.link(ckpt, 0, ks, "model")
@@ -142,10 +148,7 @@ def policy_tour(info):
     insp_model = w.add("PrecisionSafeDtypeInspect", 2, 0, title="Inspect MODEL")
     w.link(policy, 1, insp_model, "value")
     w.link(policy, 0, insp_model, "context")
-    pos = w.add("CLIPTextEncode", 2, 5, text="a red square on a blue background")
-    neg = w.add("CLIPTextEncode", 2, 10, text="")
-    for n in (pos, neg):
-        w.link(policy, 2, n, "clip")
+    pos, neg = _prompts(w, policy, 2, 2, 5, "a red square on a blue background")
     insp_cond = w.add("PrecisionSafeDtypeInspect", 3, 5, title="Inspect CONDITIONING")
     w.link(pos, 0, insp_cond, "value")
     w.link(policy, 0, insp_cond, "context")
@@ -186,10 +189,7 @@ def detailer(info):
     """LoadImage -> Detailer (detector + SAM + PrecisionPolicy) -> SaveImage, with the mask saved beside it."""
     w = Workflow(info)
     policy = _checkpoint_through_policy(w)
-    pos = w.add("CLIPTextEncode", 2, 0, text="a shiny geometric shape")
-    neg = w.add("CLIPTextEncode", 2, 5, text="")
-    for n in (pos, neg):
-        w.link(policy, 2, n, "clip")
+    pos, neg = _prompts(w, policy, 2, 2, 0, "a shiny geometric shape")
     image = w.add("LoadImage", 0, 16, image="precision_safe_shapes.png")
     det, sam, opts = _detector_sam_options(w, 1, 16)
     d = w.add("PrecisionSafeDetailer", 3, 0, guide_size=64, max_size=128, feather=3, denoise=0.45, steps=4, cfg=3.0,
@@ -209,10 +209,7 @@ def detailer_segs(info):
     pass on the same regions; any SEGS node (Impact Pack's filters, SEGSPaste, DetailerForEach) fits either edge."""
     w = Workflow(info)
     ckpt = w.add("CheckpointLoaderSimple", 0, 0, ckpt_name="tiny_sd15.safetensors")
-    pos = w.add("CLIPTextEncode", 1, 0, text="a shiny geometric shape")
-    neg = w.add("CLIPTextEncode", 1, 5, text="")
-    for n in (pos, neg):
-        w.link(ckpt, 1, n, "clip")
+    pos, neg = _prompts(w, ckpt, 1, 1, 0, "a shiny geometric shape")
     image = w.add("LoadImage", 0, 10, image="precision_safe_shapes.png")
     det, sam, opts = _detector_sam_options(w, 1, 10)
     found = w.add("PrecisionSafeDetectSEGS", 2, 10, title="Detect SEGS (Impact Pack's layout)")
