@@ -44,13 +44,7 @@ if [ ! -f "$host/.venv-ok" ]; then
   touch "$host/.venv-ok"
 fi
 
-if [ ! -x /usr/bin/chromium ]; then  # the browser tests' Chromium, as scripts/setup_host.sh installs it
-  echo "[host $version] installing Debian's chromium"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium
-fi
+bash "$root/scripts/install_chromium.sh"
 
 mkdir -p "$host/ComfyUI/custom_nodes" "$host/ComfyUI/models"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/precision-safe"

@@ -51,13 +51,7 @@ if [ ! -f "$host/.web-ok" ] || [ "$(cat "$host/.web-ok")" != "$web_pins" ]; then
   "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" $web_pins
   echo "$web_pins" > "$host/.web-ok"
 fi
-if [ ! -x /usr/bin/chromium ]; then
-  echo "[host] installing Debian's chromium"
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends chromium
-fi
+bash "$root/scripts/install_chromium.sh"
 
 mkdir -p "$host/ComfyUI/custom_nodes"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
