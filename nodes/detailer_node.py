@@ -21,7 +21,7 @@ from .detect.yolo import detect
 from .host import region_conditioning as RC
 from .host.attach import find_context
 from .host.checks import check_image, warn_bf16_image
-from .host.node_report import recording
+from .host.node_report import recording, ui_payload
 from .host.region_sampling import has_inpaint_channels, resample, sampling_model
 from .host.resolver import resolution
 from .precision.conform import conform
@@ -409,7 +409,7 @@ class Detailer(io.ComfyNode):
         text = _report(regions, record, lambda r: f"sampled at {r.target[1]}x{r.target[0]}" if r.index in out.detailed
                        else "not detailed")
         return io.NodeOutput(out.image.to(out_dtype), out.mask, out.before, out.after, text, segs_out,
-                             ui={"text": [text], "precision_safe": [record.to_dict()]})
+                             ui=ui_payload(record, text))
 
 
 def _report(regions, record, outcome) -> str:
@@ -544,4 +544,4 @@ class DetectSegs(io.ComfyNode):
             segs = S.from_regions(regions, tuple(work.shape[1:3]), work.shape[0], crops)
             record.stages = {k: v for k, v in clock.as_dict().items() if k in ("detect", "sam", "crop")}
         text = _report(regions, record, lambda r: f"crop {r.crop}")
-        return io.NodeOutput(segs, mask, text, ui={"text": [text], "precision_safe": [record.to_dict()]})
+        return io.NodeOutput(segs, mask, text, ui=ui_payload(record, text))

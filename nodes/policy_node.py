@@ -105,4 +105,5 @@ class PrecisionPolicy(io.ComfyNode):
             if enforce_downstream:
                 record.notes.append(governed_summary(cls.hidden.prompt, cls.hidden.unique_id))
         return io.NodeOutput(ctx, new_model, new_clip, new_vae, *extras,
-                             ui=ui_payload(record, describe_table(list(resolved.values()))))
+                             ui=ui_payload(record, f"{describe_table(list(resolved.values()))}\n"
+                                                   f"{record.to_text(include_ran=False)}"))

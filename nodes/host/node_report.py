@@ -21,8 +21,7 @@ def recording(node: str, unique_id=None):
         run_records.add(record)  # for the precision chunk of PNGs saved later in this run
 
 
-def ui_payload(record: PrecisionRecord, roles_text: str | None = None) -> dict:
-    """`text` is shown by the stock frontend; `precision_safe` carries the structured record (API + web UI).
-    `roles_text` replaces the record's own per-role lines in the text."""
-    text = record.to_text() if roles_text is None else f"{roles_text}\n{record.to_text(include_ran=False)}"
-    return {"text": [text], "precision_safe": [record.to_dict()]}
+def ui_payload(record: PrecisionRecord, text: str | None = None) -> dict:
+    """`text` (default: the record as text) is shown by the stock frontend; `precision_safe` carries the structured
+    record (API + web UI)."""
+    return {"text": [record.to_text() if text is None else text], "precision_safe": [record.to_dict()]}
