@@ -1,19 +1,18 @@
-"""Registration with ComfyUI's V3 node API."""
+"""Registration with ComfyUI's V3 node API: each feature folder lists its own nodes (`NODES`), gathered here."""
 from comfy_api.latest import ComfyExtension, io
 
-from .detailer_node import Detailer, DetailerDetectionOptions, DetailerSamOptions, DetectSegs
-from .enforce_node import ConformStep, EnforcedNode, EnforcedOutputNode
-from .guard_node import PrecisionGuard
-from .host.enforce import register
-from .inspect_node import DtypeInspect
-from .loader_nodes import DetectorLoader, SamLoader
-from .policy_node import PrecisionPolicy
-from .safe_decode_node import SafeVAEDecode
-from .save_node import SaveImageWithRecord
+from .decode import node as decode
+from .detailer import loaders as detailer_loaders
+from .detailer import node as detailer
+from .dtype_inspect import node as dtype_inspect
+from .enforce import nodes as enforce
+from .guard import node as guard
+from .host.enforcement import register
+from .policy import node as policy
+from .save import node as save
 
-NODES = [PrecisionPolicy, SafeVAEDecode, DtypeInspect, DetectorLoader, SamLoader, Detailer, DetailerDetectionOptions,
-         DetailerSamOptions, DetectSegs, PrecisionGuard, SaveImageWithRecord, EnforcedNode, EnforcedOutputNode,
-         ConformStep]
+NODES = [*policy.NODES, *decode.NODES, *dtype_inspect.NODES, *detailer_loaders.NODES, *detailer.NODES, *guard.NODES,
+         *save.NODES, *enforce.NODES]
 
 
 class PrecisionSafeExtension(ComfyExtension):

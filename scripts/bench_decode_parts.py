@@ -15,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_client import CHECKPOINT, COMFY_DIR, ensure_models, import_comfy  # noqa: E402
+from comfy_client import CHECKPOINT, COMFY_DIR, ensure_models, import_comfy, pack_module  # noqa: E402
 
 
 def median_ms(fn, repeats, sync):
@@ -57,9 +57,9 @@ def main():
     nodes = import_comfy(comfy_dir, cpu=not args.cuda)
     import torch
     # the pack's modules as ComfyUI loaded them
-    base = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__.rsplit(".", 2)[0]
-    attach, checks, finite, node_report, resolver, report = (sys.modules[f"{base}.nodes.{m}"] for m in (
-        "host.attach", "host.checks", "precision.finite", "host.node_report", "host.resolver", "precision.report"))
+    attach, copies, checks, finite, node_report, resolver, report = (pack_module(nodes, m) for m in (
+        "host.attach", "host.copies", "host.checks", "precision.finite", "host.node_report", "host.facts",
+        "precision.report"))
 
     vae = nodes.CheckpointLoaderSimple().load_checkpoint(args.ckpt)[2]
     core = nodes.VAEDecode()
@@ -88,7 +88,7 @@ def main():
                 "resolution vae+intermediate": lambda: (resolver.resolution(ctx, "vae", vae),
                                                         resolver.resolution(ctx, "intermediate")),
                 "nonfinite_items(IMAGE on the CPU)": lambda: finite.nonfinite_items(image),
-                "vae_at_dtype (same dtype)": lambda: attach.vae_at_dtype(vae, vae.vae_dtype),
+                "vae_at_dtype (same dtype)": lambda: copies.vae_at_dtype(vae, vae.vae_dtype),
                 "ui_payload": lambda: node_report.ui_payload(record),
             }
             if args.cuda:  # core's time = the decoder on the GPU + converting and clamping its output on the CPU

@@ -28,13 +28,12 @@ POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", de
 
 
 def per_edge(comfy_dir: str, chain: int) -> None:
-    from comfy_client import ensure_models, import_comfy
+    from comfy_client import ensure_models, import_comfy, pack_module
     import torch
     ensure_models(comfy_dir)
     nodes = import_comfy(comfy_dir)
-    base = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__.rsplit(".", 2)[0]  # the pack as ComfyUI loaded it
-    cv, ctx_mod, report, guard, enforce = (sys.modules[f"{base}.nodes.{m}"] for m in (
-        "host.conform_value", "precision.context", "precision.report", "host.guard", "host.enforce"))
+    cv, ctx_mod, report, guard, enforce = (pack_module(nodes, m) for m in (
+        "enforce.conform_value", "precision.context", "precision.report", "host.dtype_guard", "host.enforcement"))
     import comfy.sd
     import folder_paths
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(

@@ -67,6 +67,13 @@ def import_comfy(comfy_dir=COMFY_DIR, cpu=True):
     return nodes
 
 
+
+def pack_module(nodes, name: str):
+    """A module of the pack as ComfyUI loaded it (`name` under nodes/, e.g. "host.facts"): its classes are the ones
+    the nodes use, not those of a separate import."""
+    module = nodes.NODE_CLASS_MAPPINGS["PrecisionSafePolicy"].__module__  # <pack>.nodes.policy.node
+    return sys.modules[f"{module[:module.rindex('.nodes.')]}.nodes.{name}"]
+
 # An API prompt that must stop on node "5" (SafeVAEDecode): a bf16 LATENT (from the test-only PSTest_CastLatent)
 # under a policy with on_mismatch=error.
 ERROR_MODE_PROMPT = {

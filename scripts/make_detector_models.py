@@ -3,7 +3,7 @@
 
     OMP_NUM_THREADS=2 .host/venv/bin/python scripts/make_detector_models.py [--only bbox,seg,sam] [--eval-only]
 
-Makes, from synthetic square/circle scenes (nodes/detect/shapes.py):
+Makes, from synthetic square/circle scenes (tests/support/shapes.py):
   ultralytics/bbox/tiny_shapes_bbox.pt  tiny YOLOv8-style detector (2 classes, imgsz 128)
   ultralytics/segm/tiny_shapes_seg.pt   tiny YOLOv8-seg-style model
   sams/tiny_sam_shapes.pth (+ .json)    0.5 M-param segment-anything SAM (img_size 256), plain state_dict
@@ -72,7 +72,8 @@ _import_pack()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from precision_safe.nodes.detect import shapes  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the synthetic scenes are test fixtures, not the product
+import shapes  # noqa: E402
 
 # YOLOv8 layout at width 0.125 (~0.4 M params detect): big enough for two shape classes, ~1-2 MB in fp16.
 TINY_YAML = """\

@@ -1,1 +1,2 @@
-"""Detailer logic without ComfyUI: choosing regions, cropping, scaling, feathering and pasting back."""
+"""Detailer: its nodes (Detailer, options, Detect SEGS, loaders) and the ComfyUI side of its pipeline (region
+sampling and conditioning, model folders). Its pure logic is in `regions/`."""

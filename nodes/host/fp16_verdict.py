@@ -4,7 +4,7 @@ The probe (nodes/precision/fp16_probe.py) decodes a fixed small latent with the 
 vae_at_dtype keeps anyway), reading activation peaks. Verdicts are cached by a hash of the source VAE's weights,
 so one VAE loaded by several nodes, or loaded again, is probed once per process.
 
-The resolver (nodes/host/resolver.py) asks for a verdict only when it matters: `auto` for a VAE ComfyUI chose fp16
+The resolver (nodes/host/facts.py) asks for a verdict only when it matters: `auto` for a VAE ComfyUI chose fp16
 for (`--fp16-vae`, or a VAE whose working dtypes start with fp16). A VAE probed unsafe then decodes at bf16 where
 the device has it, else fp32; ComfyUI's default bf16/fp32 VAEs are never probed.
 """
@@ -17,12 +17,12 @@ from typing import Optional
 import torch
 
 from ..precision.fp16_probe import DEFAULT_MARGIN, Fp16Verdict, VerdictCache, fingerprint, probe_fp16, probe_latent
-from .attach import vae_at_dtype, vae_source
+from .copies import vae_at_dtype, vae_source
 
 CACHE = VerdictCache()
 PROBE_SIZE = 16  # latent 16x16 -> a 128x128 image for an SD VAE: milliseconds on a GPU
 # Verdict per source VAE model object, so the hot path (every decode) skips even the fingerprint's check of
-# the weights (~4 ms for an SD VAE's ~250 tensors, measured on the H200 box). Same assumption as attach.py's
+# the weights (~4 ms for an SD VAE's ~250 tensors, measured on the H200 box). Same assumption as copies.py's
 # cast-copy cache: a loaded VAE's weights are not changed in place. A reloaded VAE is a new object: fingerprinted,
 # then found in CACHE without a probe.
 _BY_MODEL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

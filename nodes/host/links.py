@@ -47,8 +47,9 @@ def source_of(prompt, node_id, input_name: str) -> Optional[Source]:
 
 def _input_info(class_type: str, input_name: str) -> tuple[str, bool]:
     """(declared type, required?) of a node class's input, from ComfyUI's node registry."""
-    import nodes  # ComfyUI's registry (the pack's own package is never imported under this name)
     from comfy_execution.graph import get_input_info
+
+    import nodes  # ComfyUI's registry (the pack's own package is never imported under this name)
     cls = nodes.NODE_CLASS_MAPPINGS.get(class_type)
     if cls is None:
         return "", True

@@ -17,8 +17,8 @@ import torch
 from ..precision.boundary import PatchAtBoundary
 from ..precision.context import dtype_name
 from ..precision.reach import held, is_storage_only, weights_dtype
-from .attach import module_at_dtype
-from .resolver import model_compute_dtype
+from .copies import module_at_dtype
+from .facts import model_compute_dtype
 
 
 def model_patches(model) -> list[tuple[str, object, tuple]]:

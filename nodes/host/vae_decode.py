@@ -8,18 +8,17 @@ import copy
 import logging
 from typing import Optional
 
-import torch
-
 import comfy.model_management as mm
 import comfy.utils
+import torch
 
 from ..precision.budget import DecodeNeed, plan_decode, surely_fits
 from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
-from .attach import vae_at_dtype
-from .resolver import resolution
+from .copies import vae_at_dtype
+from .facts import resolution
 
 
 class _CoreTiledFallback(logging.Handler):

@@ -1,6 +1,6 @@
 """Casts at a network's boundary: every float tensor going in at the dtype of the network's weights, every float
 tensor coming out back at the dtype of the caller's input. Pure torch; the ComfyUI objects that use it are in
-nodes/host/boundary.py and nodes/host/patches.py."""
+nodes/host/boundary_copies.py and nodes/host/patches.py."""
 from __future__ import annotations
 
 import copy

@@ -5,7 +5,7 @@ encoder's weight dtype, ComfyUI's IMAGE/LATENT dtype), widened only where the pa
 whose fp16 verdict says it overflows decodes at bf16 where the device has it, else fp32. Roles ComfyUI has no opinion
 on (detector, SAM) get the pack's own default: fp32 on a CPU, bf16 on GPUs that have it, else fp16.
 
-Pure: the facts about an object are read from ComfyUI by nodes/host/resolver.py and handed in as `Facts`. Every
+Pure: the facts about an object are read from ComfyUI by nodes/host/facts.py and handed in as `Facts`. Every
 node, report, badge and Dtype Inspect check asks `resolve`, so `auto` never disagrees with ComfyUI's own choice.
 """
 from __future__ import annotations

@@ -67,7 +67,7 @@ def test_clip_vision_copy_encodes_at_the_text_encoder_dtype_with_the_original_un
         for t in cv.model.parameters():
             t.normal_(0, 0.02)
     stored = next(cv.model.parameters()).dtype  # ComfyUI's text-encoder storage dtype (fp16 on a CPU)
-    boundary = comfy.pack_module("nodes.host.boundary")
+    boundary = comfy.pack_module("nodes.host.boundary_copies")
     ctx = comfy.pack_module("nodes.precision.context").PrecisionContext(text_encoder="bf16")
     copy, note = boundary.clip_vision_with_policy(cv, ctx)
     image = torch.rand(1, 28, 28, 3)

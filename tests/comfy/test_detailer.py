@@ -9,7 +9,7 @@ from PIL import Image
 
 from graphs import detailer, policy
 from host_paths import CHECKPOINT
-from precision_safe.nodes.detect.shapes import make_scene, make_scenes
+from shapes import make_scene, make_scenes
 
 
 def _save_input(name, image: np.ndarray) -> str:

@@ -108,7 +108,7 @@ def _image(g, size=8, batch=1, color=0x336699):
 def shape_image():
     """A 128x128 input image with two shapes the tiny detector finds."""
     import folder_paths
-    from precision_safe.nodes.detect.shapes import make_scenes
+    from shapes import make_scenes
     scene = make_scenes(7, 1, n_min=2, n_max=2)[0]
     name = "ps_corpus_shapes.png"
     Image.fromarray((scene.image * 255).round().astype(np.uint8)).save(

@@ -105,7 +105,7 @@ def test_other_errors_pass_through_untouched(comfy):
 
 def test_fallback_for_cores_without_sampling_wrappers(comfy, monkeypatch):
     """Older cores: the guard chains a model_function_wrapper instead; the error is explained the same way."""
-    guard_mod = comfy.pack_module("nodes.host.guard")
+    guard_mod = comfy.pack_module("nodes.host.dtype_guard")
     monkeypatch.setattr(guard_mod, "_has_wrapper_api", lambda patcher: False)
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from precision_safe.nodes.detect import sam as sam_mod
-from precision_safe.nodes.detect import safe_load, shapes, yolo
+import shapes
+from precision_safe.nodes.detect import safe_load, yolo
 from precision_safe.nodes.precision.context import DEFAULT
 from precision_safe.nodes.precision.report import PrecisionRecord
 
@@ -39,7 +40,7 @@ def recall(dets, scenes):
 @pytest.mark.parametrize("kind,file", [("bbox", "tiny_shapes_bbox.pt"), ("segm", "tiny_shapes_seg.pt")])
 def test_detector_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes, images, kind, file):
     model = safe_load.load_yolo(ASSETS / "ultralytics" / kind / file)
-    from precision_safe.nodes.host.resolver import resolution
+    from precision_safe.nodes.host.facts import resolution
     dtype = resolution(DEFAULT, "detector", device=cuda).dtype
     assert dtype == torch.bfloat16
     dets = yolo.detect(model, images, dtype=dtype, device=cuda, conf=0.25, imgsz=IMGSZ)
@@ -59,7 +60,7 @@ def test_detector_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes, images, kind,
 
 def test_sam_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes):
     sam = sam_mod.load_sam(ASSETS / "sams" / "tiny_sam_shapes.pth")
-    from precision_safe.nodes.host.resolver import resolution
+    from precision_safe.nodes.host.facts import resolution
     dtype = resolution(DEFAULT, "sam", device=cuda).dtype
     assert dtype == torch.bfloat16
     ious = []
@@ -80,7 +81,7 @@ def test_sam_at_policy_dtype_on_cuda(cuda, comfy_dir, scenes):
 
 
 def test_vae_encode_decode_at_policy_dtype_on_cuda(checkpoint, images):
-    from precision_safe.nodes.host.region_sampling import encode
+    from precision_safe.nodes.detailer.sampling import encode
     from precision_safe.nodes.host.vae_decode import safe_decode
     _, _, vae = checkpoint
     record = PrecisionRecord("Detailer")
@@ -97,7 +98,7 @@ def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
     """The re-sample sub-step (encode -> masked sample with the policy's UNet clone -> safe decode) at auto: the UNet
     at ComfyUI's choice, the VAE at bf16."""
     from precision_safe.nodes.host.attach import model_with_policy
-    from precision_safe.nodes.host.region_sampling import SamplingOptions, resample
+    from precision_safe.nodes.detailer.sampling import SamplingOptions, resample
     model, clip, vae = checkpoint
     sampler_model, _ = model_with_policy(model, DEFAULT)
     pos = clip.encode_from_tokens_scheduled(clip.tokenize("a shape"))
@@ -110,7 +111,7 @@ def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
     res = resample(sampler_model, pos, neg, vae, pixels, masks, [10, 11, 12], opts, DEFAULT, record)
     out = res.pixels
     assert out.shape == (3, 64, 64, 3) and torch.isfinite(out).all() and res.failed == ()
-    from precision_safe.nodes.host.resolver import model_compute_dtype
+    from precision_safe.nodes.host.facts import model_compute_dtype
     from precision_safe.nodes.precision.context import dtype_name
     assert record.ran["unet"] == f"{dtype_name(model_compute_dtype(model))} · cuda" and record.ran["vae"] == "bf16 · cuda"
     assert record.retries == [] and record.warnings == []

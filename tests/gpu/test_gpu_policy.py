@@ -12,7 +12,7 @@ def test_the_gpu_has_bf16(cuda):
 
 
 def test_auto_is_comfys_choice_for_each_loaded_object(checkpoint):
-    from precision_safe.nodes.host.resolver import model_compute_dtype, resolution, text_encoder_dtype
+    from precision_safe.nodes.host.facts import model_compute_dtype, resolution, text_encoder_dtype
     model, clip, vae = checkpoint
     assert resolution(DEFAULT, "unet", model).dtype == model_compute_dtype(model)
     assert resolution(DEFAULT, "vae", vae).dtype == vae.vae_dtype == torch.bfloat16  # SD VAE: bf16 on Ampere+
@@ -23,13 +23,13 @@ def test_auto_is_comfys_choice_for_each_loaded_object(checkpoint):
 
 @pytest.mark.parametrize("role", ["detector", "sam"])
 def test_auto_for_roles_comfy_does_not_run_is_bf16(cuda, role):
-    from precision_safe.nodes.host.resolver import resolution
+    from precision_safe.nodes.host.facts import resolution
     assert resolution(DEFAULT, role, device=cuda).dtype == torch.bfloat16
     assert resolution(DEFAULT, role, device="cpu").dtype == torch.float32  # the same context on the CPU
 
 
 def test_intermediates_stay_fp32(cuda):
-    from precision_safe.nodes.host.resolver import resolution
+    from precision_safe.nodes.host.facts import resolution
     assert resolution(DEFAULT, "intermediate", device=cuda).dtype == torch.float32
 
 
@@ -40,7 +40,7 @@ def test_retry_ladder_on_cuda_keeps_bf16(cuda):
 
 def test_auto_policy_is_a_plain_clone_and_bf16_a_converted_copy(checkpoint):
     from precision_safe.nodes.host.attach import model_with_policy
-    from precision_safe.nodes.host.resolver import model_compute_dtype
+    from precision_safe.nodes.host.facts import model_compute_dtype
     model, _, _ = checkpoint
     before = model_compute_dtype(model)
     same, _ = model_with_policy(model, DEFAULT)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gpu
 
 
 def test_fp16_really_overflows_on_cuda(overflow_vae, overflow_batch):
-    from precision_safe.nodes.host.attach import vae_at_dtype
+    from precision_safe.nodes.host.copies import vae_at_dtype
     out = vae_at_dtype(overflow_vae, torch.float16).decode(overflow_batch)
     assert nonfinite_items(out) == [1]
     out_bf16 = vae_at_dtype(overflow_vae, torch.bfloat16).decode(overflow_batch)
@@ -18,7 +18,7 @@ def test_fp16_really_overflows_on_cuda(overflow_vae, overflow_batch):
 
 
 def test_safe_decode_retries_only_the_overflowing_item(overflow_vae, overflow_batch):
-    from precision_safe.nodes.host.attach import vae_at_dtype
+    from precision_safe.nodes.host.copies import vae_at_dtype
     from precision_safe.nodes.host.vae_decode import safe_decode
     record = PrecisionRecord("SafeVAEDecode")
     out = safe_decode(overflow_vae, overflow_batch, PrecisionContext(vae="fp16"), record)
@@ -66,7 +66,7 @@ def test_verdict_is_cached_by_weights(overflow_vae, comfy_dir):
     import comfy.sd
     import comfy.utils
     from precision_safe.nodes.host import fp16_verdict as fv
-    from precision_safe.nodes.host.attach import vae_at_dtype
+    from precision_safe.nodes.host.copies import vae_at_dtype
     first = fv.vae_fp16_verdict(overflow_vae)
     probes = fv.CACHE.probes
     assert fv.vae_fp16_verdict(overflow_vae) is first
@@ -81,8 +81,8 @@ def test_verdict_is_cached_by_weights(overflow_vae, comfy_dir):
 def test_auto_widens_an_fp16_vae_only_when_it_overflows(overflow_vae, checkpoint, monkeypatch, bf16):
     """A VAE ComfyUI runs in fp16 (--fp16-vae): the overflowing one is widened (bf16, or fp32 on GPUs without bf16),
     the safe one stays fp16."""
-    from precision_safe.nodes.host import resolver
-    from precision_safe.nodes.host.attach import vae_at_dtype
+    from precision_safe.nodes.host import facts as resolver
+    from precision_safe.nodes.host.copies import vae_at_dtype
     from precision_safe.nodes.host.vae_decode import safe_decode
     monkeypatch.setattr(resolver, "bf16_supported", lambda device: bf16)
     bad, good = vae_at_dtype(overflow_vae, torch.float16), vae_at_dtype(checkpoint[2], torch.float16)

@@ -3,10 +3,9 @@ import asyncio
 import collections
 import dataclasses
 import inspect
-import sys
 import uuid
 
-from comfy_client import ensure_models, import_comfy, link_testing_nodes
+from comfy_client import ensure_models, import_comfy, link_testing_nodes, pack_module
 
 
 class _Server:
@@ -52,8 +51,7 @@ class ComfyHost:
 
     def pack_module(self, name):
         """A module of the pack as ComfyUI loaded it (its classes differ from a separate test import)."""
-        base = self.node_class("PrecisionSafePolicy").__module__.rsplit(".", 2)[0]
-        return sys.modules[f"{base}.{name}"]
+        return pack_module(self.nodes, name.removeprefix("nodes."))
 
     def output(self, node_id, index=0):
         """A node's output value from the last run (read from the executor's output cache)."""
@@ -65,7 +63,7 @@ class ComfyHost:
 
     def prepare(self, prompt: dict) -> dict:
         """What the server's on-prompt handlers make of a prompt: the pack's enforce-downstream rewrite."""
-        return self.pack_module("nodes.host.enforce").prepare({"prompt": prompt})["prompt"]
+        return self.pack_module("nodes.host.enforcement").prepare({"prompt": prompt})["prompt"]
 
     def run(self, prompt: dict, fresh: bool = False) -> RunResult:
         """Validate and execute an API-format prompt, first rewritten as the server's on-prompt handler would.

@@ -1,4 +1,4 @@
-"""Casts at a module's or a patch's boundary (nodes/host/boundary.py, patches.py) and what weights a callable holds
+"""Casts at a module's or a patch's boundary (nodes/host/boundary_copies.py, patches.py) and what weights a callable holds
 (nodes/precision/reach.py): the network sees its own dtype, the caller gets back its own, nothing given changes."""
 import copy
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from precision_safe.nodes.detect import sam as sam_mod
-from precision_safe.nodes.detect import shapes
+import shapes
 from precision_safe.nodes.detect.safe_load import ModelFileError, UnsafeModelFile
 
 TINY = Path(__file__).resolve().parents[1] / "assets" / "models" / "sams" / "tiny_sam_shapes.pth"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from precision_safe.nodes.detect import shapes
+import shapes
 
 
 def test_same_seed_same_scenes():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from precision_safe.nodes.detect import safe_load, shapes, yolo
+import shapes
+from precision_safe.nodes.detect import safe_load, yolo
 
 MODELS = Path(__file__).resolve().parents[1] / "assets" / "models" / "ultralytics"
 CPU = torch.device("cpu")

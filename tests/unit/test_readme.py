@@ -21,7 +21,7 @@ def _tables(text):
 
 def test_the_node_table_is_one_table_with_every_node():
     node_ids = set()
-    for path in glob.glob(os.path.join(ROOT, "nodes", "*.py")):
+    for path in glob.glob(os.path.join(ROOT, "nodes", "**", "*.py"), recursive=True):
         with open(path) as f:
             node_ids |= set(re.findall(r'node_id="(PrecisionSafe\w+)"', f.read()))
     assert len(node_ids) >= 8

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from precision_safe.nodes.detailer import regions as R
-from precision_safe.nodes.detailer.options import CropOptions, DetectionOptions, SamOptions
+from precision_safe.nodes.regions import regions as R
+from precision_safe.nodes.regions.options import CropOptions, DetectionOptions, SamOptions
 
 
 def cand(box, score=1.0, label="x", **kw):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from precision_safe.nodes.detailer import prompts as P
-from precision_safe.nodes.detailer import segs as S
-from precision_safe.nodes.detailer.regions import Region
+from precision_safe.nodes.regions import prompts as P
+from precision_safe.nodes.regions import segs as S
+from precision_safe.nodes.regions.regions import Region
 from testing_nodes import impact_style as impact
 
 

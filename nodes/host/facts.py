@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
 import comfy.model_management as mm
+import torch
 
 from ..precision.context import ROLES, PrecisionContext, bf16_supported
 from ..precision.reach import is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Facts, Resolution, resolve
+from .fp16_verdict import vae_fp16_verdict
 
 
 def model_compute_dtype(model) -> torch.dtype:
@@ -52,8 +52,7 @@ def _device(device) -> torch.device:
 
 def _vae_verdict(vae):
     def why() -> Optional[str]:
-        from .fp16_verdict import vae_fp16_verdict  # probes once per set of weights, only when asked
-        verdict = vae_fp16_verdict(vae)
+        verdict = vae_fp16_verdict(vae)  # probes once per set of weights, only when asked
         return verdict.describe() if verdict is not None and not verdict.safe else None
     return why
 

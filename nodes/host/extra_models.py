@@ -1,10 +1,10 @@
 """UPSCALE_MODEL, CONTROL_NET and CLIP_VISION through PrecisionPolicy and PrecisionGuard: the optional inputs, the
-outputs, and the clones (nodes/host/boundary.py) both nodes return for them."""
+outputs, and the clones (nodes/host/boundary_copies.py) both nodes return for them."""
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .host.boundary import KIND_ROLE, WITH_POLICY
+from .boundary_copies import KIND_ROLE, WITH_POLICY
 
 _KINDS = (("upscale_model", io.UpscaleModel, "UPSCALE_MODEL"), ("control_net", io.ControlNet, "CONTROL_NET"),
           ("clip_vision", io.ClipVision, "CLIP_VISION"))

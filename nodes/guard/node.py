@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import extra_models
-from .host import run_records
-from .host.attach import find_context
-from .host.guard import GuardInfo, guard_model, guard_vae
-from .host.links import check_passthrough
-from .host.node_report import recording, ui_payload
-from .types import CATEGORY, PrecisionContextType
+from ..host import extra_models, run_records
+from ..host.attach import find_context
+from ..host.dtype_guard import GuardInfo, guard_model, guard_vae
+from ..host.links import check_passthrough
+from ..host.node_report import recording, ui_payload
+from ..host.types import CATEGORY, PrecisionContextType
 
 
 class PrecisionGuard(io.ComfyNode):
@@ -72,3 +71,5 @@ class PrecisionGuard(io.ComfyNode):
                 record.warnings.append("nothing connected: connect a MODEL and/or a VAE")
         run_records.add(record, class_type="PrecisionSafeGuard")
         return io.NodeOutput(new_model, new_vae, *extras, ui=ui_payload(record))
+
+NODES = [PrecisionGuard]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .host.attach import find_context
-from .host.checks import check_latent, warn_bf16_image
-from .host.links import require_input
-from .host.node_report import recording, ui_payload
-from .host.resolver import resolution
-from .host.vae_decode import safe_decode
-from .precision.conform import conform
-from .types import CATEGORY, PrecisionContextType
+from ..host.attach import find_context
+from ..host.checks import check_latent, warn_bf16_image
+from ..host.facts import resolution
+from ..host.links import require_input
+from ..host.node_report import recording, ui_payload
+from ..host.types import CATEGORY, PrecisionContextType
+from ..host.vae_decode import safe_decode
+from ..precision.conform import conform
 
 
 class SafeVAEDecode(io.ComfyNode):
@@ -49,3 +49,5 @@ class SafeVAEDecode(io.ComfyNode):
             images = images.to(between.dtype)  # our own output: no mismatch
             warn_bf16_image(record, images)
         return io.NodeOutput(images, ui=ui_payload(record))
+
+NODES = [SafeVAEDecode]

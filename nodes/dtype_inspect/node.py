@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .host.attach import find_context
-from .host.describe import describe, flags, report_text
-from .host.node_report import recording
-from .precision.errors import PrecisionError
-from .types import CATEGORY, PrecisionContextType
+from ..host.attach import find_context
+from ..host.node_report import recording
+from ..host.types import CATEGORY, PrecisionContextType
+from ..precision.errors import PrecisionError
+from .describe import describe, flags, report_text
 
 
 class DtypeInspect(io.ComfyNode):
@@ -50,3 +50,5 @@ class DtypeInspect(io.ComfyNode):
         payload = {"text": [text], "precision_safe": [{**record.to_dict(), "inspect": [
             {"label": row.label, "role": row.role, **row.info} for row in rows], "flags": flagged}]}
         return io.NodeOutput(value, text, ui=payload)
+
+NODES = [DtypeInspect]

@@ -4,15 +4,15 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from . import extra_models
-from .host.attach import clip_with_policy, model_with_policy, vae_with_policy
-from .host.enforce import governed_summary
-from .host.checks import BF16_IMAGES
-from .host.links import check_passthrough
-from .host.node_report import recording, ui_payload
-from .host.resolver import describe_table, table
-from .precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
-from .types import CATEGORY, PrecisionContextType
+from ..host import extra_models
+from ..host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from ..host.checks import BF16_IMAGES
+from ..host.enforcement import governed_summary
+from ..host.facts import describe_table, table
+from ..host.links import check_passthrough
+from ..host.node_report import recording, ui_payload
+from ..host.types import CATEGORY, PrecisionContextType
+from ..precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
 
 _ROLE_TIPS = {
     "unet": "Compute dtype of the diffusion model (KSampler). auto: what ComfyUI chose for the connected MODEL (no "
@@ -107,3 +107,5 @@ class PrecisionPolicy(io.ComfyNode):
         return io.NodeOutput(ctx, new_model, new_clip, new_vae, *extras,
                              ui=ui_payload(record, f"{describe_table(list(resolved.values()))}\n"
                                                    f"{record.to_text(include_ran=False)}"))
+
+NODES = [PrecisionPolicy]

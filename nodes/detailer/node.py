@@ -10,24 +10,25 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from .detailer import prompts as P
-from .detailer import regions as R
-from .detailer import segs as S
-from .detailer.options import (GUIDE_SIZE_FOR, SAM_HINTS, SORTS, TILED_VAE, CropOptions, DetectionOptions,
-                               SamOptions, SamplingOptions, parse_labels)
-from .detailer.stages import StageClock
-from .detect.sam import refine_boxes
-from .detect.yolo import detect
-from .host import region_conditioning as RC
-from .host.attach import find_context
-from .host.checks import check_image, warn_bf16_image
-from .host.node_report import recording, ui_payload
-from .host.region_sampling import has_inpaint_channels, resample, sampling_model
-from .host.resolver import resolution
-from .precision.conform import conform
-from .precision.diagnose import explain_dtype_errors
-from .precision.errors import PrecisionError
-from .types import CATEGORY, DetectionOptionsType, DetectorType, PrecisionContextType, SamOptionsType, SamType, SegsType
+from ..detect.sam import refine_boxes
+from ..detect.yolo import detect
+from ..host.attach import find_context
+from ..host.checks import check_image, warn_bf16_image
+from ..host.facts import resolution
+from ..host.node_report import recording, ui_payload
+from ..host.types import (CATEGORY, DetectionOptionsType, DetectorType, PrecisionContextType, SamOptionsType, SamType,
+                          SegsType)
+from ..precision.conform import conform
+from ..precision.diagnose import explain_dtype_errors
+from ..precision.errors import PrecisionError
+from ..regions import prompts as P
+from ..regions import regions as R
+from ..regions import segs as S
+from ..regions.options import (GUIDE_SIZE_FOR, SAM_HINTS, SORTS, TILED_VAE, CropOptions, DetectionOptions, SamOptions,
+                               SamplingOptions, parse_labels)
+from ..regions.stages import StageClock
+from . import conditioning as RC
+from .sampling import has_inpaint_channels, resample, sampling_model
 
 SOURCES = "connect exactly one of: detector (find regions), segs (regions from another node, e.g. Impact Pack's " \
           "detectors and SEGS filters) or mask (regions drawn as a MASK)."
@@ -545,3 +546,5 @@ class DetectSegs(io.ComfyNode):
             record.stages = {k: v for k, v in clock.as_dict().items() if k in ("detect", "sam", "crop")}
         text = _report(regions, record, lambda r: f"crop {r.crop}")
         return io.NodeOutput(segs, mask, text, ui=ui_payload(record, text))
+
+NODES = [Detailer, DetailerDetectionOptions, DetailerSamOptions, DetectSegs]

@@ -4,23 +4,22 @@ from __future__ import annotations
 import json
 import os
 
+import folder_paths
 import numpy as np
 import torch
+from comfy.cli_args import args
+from comfy_api.latest import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-import folder_paths
-from comfy.cli_args import args
-from comfy_api.latest import io
-
-from .host import run_records
-from .host.links import source_of
-from .host.node_report import recording
-from .precision.context import dtype_name
-from .precision.enforce import WRAPPERS
-from .precision.errors import PrecisionError
-from .precision.finite import nonfinite_items
-from .types import CATEGORY
+from ..host import run_records
+from ..host.links import source_of
+from ..host.node_report import recording
+from ..host.types import CATEGORY
+from ..precision.context import dtype_name
+from ..precision.enforce import WRAPPERS
+from ..precision.errors import PrecisionError
+from ..precision.finite import nonfinite_items
 
 CHUNK = "precision"
 FORMAT = "precision_safe.record/1"
@@ -134,3 +133,5 @@ class SaveImageWithRecord(io.ComfyNode):
             counter += 1
         run_records.add(record, prompt_id=prompt_id, class_type="PrecisionSafeSaveImage")
         return io.NodeOutput(ui={"images": results, "precision_safe": [record.to_dict()]})
+
+NODES = [SaveImageWithRecord]

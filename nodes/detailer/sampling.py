@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 import comfy.model_management as mm
 import comfy.sample
 import node_helpers
+import torch
 
-from ..detailer.options import SamplingOptions
-from ..detailer.regions import soft_mask
-from ..detailer.stages import StageClock
+from ..host.attach import model_with_policy
+from ..host.copies import vae_at_dtype
+from ..host.facts import model_compute_dtype, resolution
+from ..host.vae_decode import safe_decode
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.finite import nonfinite_items
 from ..precision.report import PrecisionRecord
 from ..precision.retry import run_with_retry
-from .attach import model_with_policy, vae_at_dtype
-from .resolver import model_compute_dtype, resolution
-from .vae_decode import safe_decode
+from ..regions.options import SamplingOptions
+from ..regions.regions import soft_mask
+from ..regions.stages import StageClock
 
 __all__ = ["SamplingOptions", "Resampled", "sampling_model", "encode", "resample"]
 

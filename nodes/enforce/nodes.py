@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .host import run_records
-from .host.conform_value import Step, conform_values, policy_label
-from .host.enforce import CONFORM, expansion, value_input
-from .host.guard import GuardInfo
-from .precision.enforce import CONTEXT, MAX_OUTPUTS, SPEC, WRAPPER, WRAPPER_OUTPUT, Spec
-from .precision.report import PrecisionRecord
-from .types import CATEGORY, PrecisionContextType
+from ..host import run_records
+from ..host.dtype_guard import GuardInfo
+from ..host.enforcement import CONFORM, expansion, value_input
+from ..host.types import CATEGORY, PrecisionContextType
+from ..precision.enforce import CONTEXT, MAX_OUTPUTS, SPEC, WRAPPER, WRAPPER_OUTPUT, Spec
+from ..precision.report import PrecisionRecord
+from .conform_value import Step, conform_values, policy_label
 
 INTERNAL = f"{CATEGORY}/internal"
 
@@ -114,3 +114,5 @@ class ConformStep(io.ComfyNode):
         if record.casts or record.notes:
             run_records.add(record, node_id=real_id, class_type=spec.class_type)
         return io.NodeOutput(*out)
+
+NODES = [EnforcedNode, EnforcedOutputNode, ConformStep]

@@ -5,12 +5,12 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from .detect.safe_load import ModelFileError, UnsafeModelFile, load_yolo, resolve_model_path
-from .detect.sam import load_sam
-from .detect.trust import TrustConfig, TrustConfigError
-from .host import model_folders
-from .precision.errors import PrecisionError
-from .types import CATEGORY, DetectorType, SamType
+from ..detect.safe_load import ModelFileError, UnsafeModelFile, load_yolo, resolve_model_path
+from ..detect.sam import load_sam
+from ..detect.trust import TrustConfig, TrustConfigError
+from ..host.types import CATEGORY, DetectorType, SamType
+from ..precision.errors import PrecisionError
+from . import model_folders
 
 model_folders.register()
 
@@ -94,3 +94,5 @@ class SamLoader(io.ComfyNode):
         sam = _on_node(f"SAM Loader #{cls.hidden.unique_id}",
                        lambda: load_sam(resolve_model_path(model_name, model_folders.sam_folders())))
         return io.NodeOutput(LoadedSam(model_name, sam))
+
+NODES = [DetectorLoader, SamLoader]

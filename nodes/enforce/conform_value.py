@@ -12,15 +12,15 @@ import dataclasses
 
 import torch
 
+from ..host.attach import clip_with_policy, model_with_policy, vae_with_policy
+from ..host.boundary_copies import WITH_POLICY, control_net_with_policy
+from ..host.dtype_guard import GuardInfo, guard_model, guard_vae
+from ..host.facts import resolution
+from ..host.patches import cast_patches_at_boundary
 from ..precision.conform import conform
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.errors import PrecisionError
 from ..precision.report import PrecisionRecord
-from .attach import clip_with_policy, model_with_policy, vae_with_policy
-from .boundary import WITH_POLICY, control_net_with_policy
-from .guard import GuardInfo, guard_model, guard_vae
-from .patches import cast_patches_at_boundary
-from .resolver import resolution
 
 
 @dataclasses.dataclass(frozen=True)

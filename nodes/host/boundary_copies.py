@@ -1,6 +1,6 @@
 """UPSCALE_MODEL, CONTROL_NET and CLIP_VISION clones that run at the context's dtype and cast at their boundary.
 
-Each clone holds its network at the resolved dtype (attach.module_at_dtype's cached copy when that differs from
+Each clone holds its network at the resolved dtype (copies.module_at_dtype's cached copy when that differs from
 its weights, else the same weights) behind a forward that casts every float tensor going in to the dtype of the
 network's real weights, and every float tensor coming out back to the dtype of the input it got: whatever dtype a
 caller feeds (an fp16 IMAGE from a video node, a latent cast to a declared dtype the weights do not have), the network
@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 import comfy.model_patcher
+import torch
 
 from ..precision.boundary import BoundaryForward
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.reach import is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Resolution
-from .attach import module_at_dtype
-from .resolver import resolution
+from .copies import module_at_dtype
+from .facts import resolution
 
 KIND_ROLE = {"UPSCALE_MODEL": "intermediate", "CONTROL_NET": "unet", "CLIP_VISION": "text_encoder"}
 

@@ -11,9 +11,9 @@ from typing import Any, Optional
 
 import torch
 
+from ..host.facts import model_compute_dtype, resolution, text_encoder_dtype
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.stats import format_stats, tensor_stats
-from .resolver import model_compute_dtype, resolution, text_encoder_dtype
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Safe VAE Decode: decoding under the context, per-item NaN retry, memory budget and tiles."""

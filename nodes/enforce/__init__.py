@@ -1,0 +1,1 @@
+"""Enforce downstream: the nodes the prompt rewrite inserts and how they conform values."""

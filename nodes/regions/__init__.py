@@ -1,0 +1,1 @@
+"""Detailer logic without ComfyUI: choosing regions, cropping, scaling, feathering and pasting back."""

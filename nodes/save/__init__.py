@@ -1,0 +1,1 @@
+"""Save Image (with precision record): core's saver plus a `precision` PNG chunk."""
