@@ -209,34 +209,11 @@ class ComfyServer:
         finally:
             ws.close()
         history = self.get(f"/history/{prompt_id}").get(prompt_id, {})
-        if error is not None and str(error.get("node_id")) in prompt:
-            # a node PrecisionPolicy's enforce_downstream wrapped runs as a wrapper class under its own id: name the
-            # class the client queued (the server's stays in executed_node_type)
-            error = {**error, "executed_node_type": error.get("node_type"),
-                     "node_type": prompt[str(error["node_id"])].get("class_type")}
-        return Run(prompt_id, success, events, error, by_display_node(history.get("outputs", {}),
-                                                                       history.get("meta", {})))
+        return Run(prompt_id, success, events, error, history.get("outputs", {}))
 
     def image_bytes(self, image_ref: dict) -> bytes:
         q = urllib.parse.urlencode({k: image_ref.get(k, "") for k in ("filename", "subfolder", "type")})
         return self.get(f"/view?{q}", raw=True)
-
-
-def by_display_node(outputs: dict, meta: dict) -> dict:
-    """/history outputs keyed by the node the editor shows them on. A node that ran inside another node's expansion
-    (e.g. a node PrecisionPolicy's enforce_downstream wrapped) files its ui under its own expanded id, with
-    `meta[id].display_node` naming the original node, as ComfyUI's frontend reads it; lists of several entries for
-    one node are joined."""
-    merged: dict = {}
-    for node_id, out in outputs.items():
-        target = str((meta.get(node_id) or {}).get("display_node") or node_id)
-        into = merged.setdefault(target, {})
-        for key, value in out.items():
-            if isinstance(value, list) and isinstance(into.get(key), list):
-                into[key] = into[key] + value
-            else:
-                into[key] = value
-    return merged
 
 
 class Run:

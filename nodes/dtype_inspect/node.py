@@ -11,6 +11,8 @@ from .describe import describe, flags, report_text
 
 
 class DtypeInspect(io.ComfyNode):
+    PASSES_THROUGH = {"value": 0}  # an empty value is named on the node it came from (links.py)
+
     @classmethod
     def define_schema(cls):
         return io.Schema(

@@ -1,7 +1,8 @@
 """Conform one graph value to a precision context, for a node that did not ask for it (enforce downstream).
 
-Tensors (IMAGE, MASK, LATENT, CONDITIONING) are cast to what `intermediate` resolves to, and the cast recorded, or
-refused in `error` mode; models come back as clones carrying the context, running at its dtypes and, where the pack
+Tensors (IMAGE, MASK, LATENT, CONDITIONING) are cast to what the consumer can take, as the resolver decides for it
+(`intermediate` for that node: the dtype of the weights it holds itself, else ComfyUI's IMAGE/LATENT dtype, what core
+and third-party nodes are written for), and the cast recorded, or refused in `error` mode; models come back as clones carrying the context, running at its dtypes and, where the pack
 has one, with the guard that explains a dtype error in the pack's words. Values that are not what their type says
 (another pack's own structures) pass through untouched: enforcement never breaks a graph that runs stock. Nothing
 given is changed.
@@ -15,7 +16,7 @@ import torch
 from ..host.attach import clip_with_policy, model_with_policy, vae_with_policy
 from ..host.boundary_copies import WITH_POLICY, control_net_with_policy
 from ..host.dtype_guard import GuardInfo, guard_model, guard_vae
-from ..host.facts import resolution
+from ..host.facts import NodeClass, resolution
 from ..host.patches import cast_patches_at_boundary
 from ..precision.conform import conform
 from ..precision.context import PrecisionContext, dtype_name
@@ -28,6 +29,7 @@ class Step:
     """One input of one node being conformed: for messages and records."""
 
     node: str  # "KSampler #7"
+    consumer: NodeClass  # the node class the value goes to
     input_name: str
     policy: str  # "PrecisionPolicy #4"
     ctx: PrecisionContext
@@ -38,13 +40,13 @@ class Step:
 def _tensor(x, step: Step, name: str):
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         return x
-    want = resolution(step.ctx, "intermediate", device=x.device)
+    want = resolution(step.ctx, "intermediate", step.consumer, device=x.device)
     if x.dtype == want.dtype:
         return x
     if step.ctx.on_mismatch == "error":
         raise PrecisionError(
-            step.node, f"got {dtype_name(x.dtype)} but {step.policy} (enforce downstream) expects {want.name} for "
-                       f"role 'intermediate' ({want.reason}).",
+            step.node, f"got {dtype_name(x.dtype)} but {step.policy} (enforce downstream) expects {want.name} "
+                       f"({want.reason}).",
             f"set on_mismatch to 'cast' on {step.policy}: the input is converted to {want.name} before this node "
             "runs and the cast is recorded.", name)
     return conform(x, want, "cast", x.device, record=step.record, input_name=name)

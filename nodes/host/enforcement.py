@@ -1,8 +1,8 @@
 """Enforce downstream, ComfyUI side: node type facts for the pure rewrite (nodes/precision/enforce.py), the
-on-prompt handler that applies it, and the expansion a wrapper node runs.
+on-prompt handler that applies it, and what a policy node says it governs.
 
 The handler runs on every POST /prompt before ComfyUI validates it. It changes nothing unless a PrecisionPolicy has
-`enforce_downstream` on (or the prompt was rewritten before). Then it first validates the prompt as the user made it
+`enforce_downstream` on (its default) or the prompt was rewritten before. Then it first validates the prompt as the user made it
 with ComfyUI's own `validate_prompt`: an invalid prompt is handed on unchanged, so ComfyUI reports its own errors on
 the user's nodes; a valid one is rewritten from the validated copy (whose widget values ComfyUI has already
 converted). It returns a new request and never modifies the one it got, so an exception (which ComfyUI logs and
@@ -18,10 +18,9 @@ import threading
 import weakref
 
 from ..precision import enforce
-from ..precision.enforce import CONTEXT, SPEC, NodeType, Spec
+from ..precision.enforce import NodeType
 
 log = logging.getLogger(__name__)
-CONFORM = "PrecisionSafeConform"
 
 _TYPES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node class -> NodeType
 _registered = threading.Event()
@@ -37,24 +36,15 @@ def node_type(cls) -> NodeType:
     known = _TYPES.get(cls)
     if known is not None:
         return known
-    from comfy_api.internal import _ComfyNodeInternal, first_real_override
     declared = cls.INPUT_TYPES()
-    inputs, why = {}, None
+    inputs, raw = {}, set()
     for section in ("required", "optional"):
         for name, spec in (declared.get(section) or {}).items():
             inputs[name] = _input_type(spec)
             extra = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if extra.get("lazy") or extra.get("rawLink"):
-                why = f"input '{name}' is {'lazy' if extra.get('lazy') else 'a raw link'}"
-    v3 = isinstance(cls, type) and issubclass(cls, _ComfyNodeInternal)
-    if why is None and (first_real_override(cls, "fingerprint_inputs") if v3 else hasattr(cls, "IS_CHANGED")):
-        why = "it decides itself when to run again (IS_CHANGED / fingerprint_inputs)"
-    if why is None and getattr(cls, "NOT_IDEMPOTENT", False):
-        why = "it is marked not idempotent"
-    outputs = tuple(str(t) for t in cls.RETURN_TYPES)
-    found = NodeType(inputs=inputs, outputs=outputs, output_is_list=tuple(getattr(cls, "OUTPUT_IS_LIST", ()) or ()),
-                     input_is_list=bool(getattr(cls, "INPUT_IS_LIST", False)),
-                     output_node=bool(getattr(cls, "OUTPUT_NODE", False)), runs_as_is=why)
+            if extra.get("rawLink"):
+                raw.add(name)
+    found = NodeType(inputs=inputs, outputs=tuple(str(t) for t in cls.RETURN_TYPES), raw_links=frozenset(raw))
     _TYPES[cls] = found
     return found
 
@@ -113,43 +103,21 @@ def register() -> bool:
     return True
 
 
-def value_input(i: int) -> str:
-    """The conform step's input carrying the governed node's i-th conformed input (names of the governed node's own
-    inputs could clash with the step's)."""
-    return f"value_{i}"
-
-
-def expansion(spec: Spec, node: dict):
-    """The graph a wrapper expands into: one conform step taking every conformed input, then the original node fed
-    by its outputs. Returns (graph, the original node's builder entry)."""
-    from comfy_execution.graph_utils import GraphBuilder
-    g = GraphBuilder()
-    inputs = {k: v for k, v in node["inputs"].items() if k not in (SPEC, CONTEXT)}
-    step = g.node(CONFORM)
-    step.set_input("context", node["inputs"][CONTEXT])
-    step.set_input("spec", spec.dumps())
-    for i, name in enumerate(spec.conform):
-        step.set_input(value_input(i), inputs[name])
-        inputs[name] = step.out(i)
-    original = g.node(spec.class_type)
-    for key, value in inputs.items():
-        original.set_input(key, value)
-    return g, original
-
-
 def governed_summary(prompt, policy_id) -> str:
-    """What enforce downstream did for one policy in the prompt that runs: the nodes it governs, and those it left
-    as they are (with why)."""
+    """What enforce downstream does for one policy in the prompt that runs: the inputs it conforms, by node, and
+    what it leaves alone (with why)."""
     prompt = prompt if isinstance(prompt, dict) else {}
-    pid = str(policy_id)
+    specs = enforce.governed_by(prompt, policy_id)
+    if not specs:
+        return ("enforce downstream: on; no node downstream takes a conformable input (or the prompt was queued "
+                "without the pack's handler)")
+    by_node: dict[str, list[str]] = {}
+    for spec in specs:
+        by_node.setdefault(spec.node, []).append(spec.input)
+    text = f"enforce downstream: {len(specs)} inputs conformed (" + "; ".join(
+        f"{node}: {', '.join(names)}" for node, names in sorted(by_node.items())) + ")"
     original = enforce.unwrap(prompt)
-    governed = [enforce.label(nid, original[nid]) for nid, n in prompt.items() if isinstance(n, dict)
-                and n.get("class_type") in enforce.WRAPPERS and str(n["inputs"].get(CONTEXT, [None])[0]) == pid]
-    if not governed:
-        return ("enforce downstream: on, but no node downstream takes a conformable input (or the prompt was "
-                "queued without the pack's handler)")
     left = enforce.rewrite(original, node_types(original)).left_out
-    text = f"enforce downstream: {len(governed)} nodes get conformed inputs ({', '.join(sorted(governed))})"
     if left:
         text += "; left as they are: " + "; ".join(f"{enforce.label(n, original[n])} ({w})" for n, w in left.items())
     return text

@@ -5,6 +5,8 @@ why". What ComfyUI chose is read from attributes it keeps (never by scanning wei
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Optional
 
 import comfy.model_management as mm
@@ -65,10 +67,32 @@ def _module_facts(module: torch.nn.Module) -> Facts:
     return Facts(dev, dtype, dtype, bf16_supported(dev), f"this {type(module).__name__}")
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeClass:
+    """A core or third-party node class a value is conformed for (enforce downstream), and how messages name it."""
+
+    cls: type
+    label: str  # "ImageBlur #9"
+
+
+def held_weights_dtype(cls: type) -> Optional[torch.dtype]:
+    """The dtype of the torch modules a node class holds itself: class attributes (its whole MRO) and globals of
+    the module defining it. None when it holds none (most nodes: their networks come in through inputs)."""
+    namespaces = [vars(c) for c in cls.__mro__ if c is not object]
+    module = sys.modules.get(cls.__module__)
+    if module is not None:
+        namespaces.append(vars(module))
+    return weights_dtype([v for ns in namespaces for v in list(ns.values()) if isinstance(v, torch.nn.Module)])
+
+
 def facts(role: str, obj=None, device=None) -> Facts:
     """What ComfyUI chose for `obj` in `role` (or, without an object, what it would choose on the device)."""
     if isinstance(obj, torch.nn.Module):
         return _module_facts(obj)
+    if role == "intermediate" and isinstance(obj, NodeClass):
+        dev = _device(device if device is not None else mm.intermediate_device())
+        return Facts(dev, intermediate_dtype(), held_weights_dtype(obj.cls), bf16_supported(dev), obj.label,
+                     foreign=True)
     if role == "unet":
         if obj is not None:
             dev = torch.device(obj.load_device)

@@ -58,14 +58,27 @@ def _input_info(class_type: str, input_name: str) -> tuple[str, bool]:
     return (str(kind) if isinstance(kind, str) else ""), category == "required"
 
 
+def _passes_through(class_type: str, input_name: str) -> Optional[int]:
+    """The output a pack node hands an input on as, unchanged (Dtype Inspect's value, enforce's conform step):
+    declared by the node class as PASSES_THROUGH = {input: output}."""
+    import nodes  # ComfyUI's registry (the pack's own package is never imported under this name)
+    return (getattr(nodes.NODE_CLASS_MAPPINGS.get(class_type), "PASSES_THROUGH", None) or {}).get(input_name)
+
+
 def consumers_of(prompt, node_id, output: int) -> list[Consumer]:
-    """Every node input linked to `node_id`'s output `output`, in prompt order."""
+    """Every node input linked to `node_id`'s output `output`, in prompt order; through a node that hands the value
+    on unchanged, the inputs its output reaches (that node's own input takes any type, so it is not the one that
+    needs the value)."""
     found = []
     for other, node in (prompt.items() if isinstance(prompt, dict) else ()):
         for name, value in (node or {}).get("inputs", {}).items():
             if _is_link(value) and str(value[0]) == str(node_id) and value[1] == output:
                 class_type = str(node.get("class_type", "node"))
-                found.append(Consumer(str(other), class_type, name, *_input_info(class_type, name)))
+                handed_on = _passes_through(class_type, name)
+                if handed_on is not None and str(other) != str(node_id):
+                    found += consumers_of(prompt, other, handed_on)
+                else:
+                    found.append(Consumer(str(other), class_type, name, *_input_info(class_type, name)))
     return found
 
 

@@ -57,13 +57,14 @@ class PrecisionPolicy(io.ComfyNode):
                 io.Vae.Input("vae", optional=True,
                              tooltip="Optional VAE; comes out as a copy decoding at vae_dtype."),
                 *extra_models.inputs(),
-                io.Boolean.Input("enforce_downstream", default=False, optional=True,
-                                 tooltip="On: every node downstream of this one (core and third-party) gets its "
-                                         "IMAGE/LATENT/MASK/CONDITIONING inputs cast to intermediate_dtype (recorded; "
-                                         "refused in on_mismatch error mode) and its MODEL/CLIP/VAE/UPSCALE_MODEL/"
-                                         "CONTROL_NET/CLIP_VISION inputs as clones with this policy, whose dtype "
-                                         "errors are explained; errors show on that node. Costs microseconds per "
-                                         "input and milliseconds per governed node per prompt (see README)."),
+                io.Boolean.Input("enforce_downstream", default=True, optional=True,
+                                 tooltip="On (default): every link into a core or third-party node downstream of "
+                                         "this one gets a conform step: IMAGE/LATENT/MASK/CONDITIONING cast to what "
+                                         "that node takes (the dtype of weights it holds itself, else ComfyUI's "
+                                         "IMAGE/LATENT dtype; recorded; refused on that node in on_mismatch error "
+                                         "mode), MODEL/CLIP/VAE/UPSCALE_MODEL/CONTROL_NET/CLIP_VISION as clones with "
+                                         "this policy whose dtype errors are explained. The nodes keep their ids: "
+                                         "/history, progress and errors are where they would be without the pack."),
             ],
             outputs=[
                 PrecisionContextType.Output("context", tooltip="Connect to the context input of pack nodes."),
@@ -77,7 +78,7 @@ class PrecisionPolicy(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_dtype, vae_dtype, text_encoder_dtype, detector_dtype, sam_dtype, intermediate_dtype,
-                on_mismatch, on_nonfinite, model=None, clip=None, vae=None, enforce_downstream=False,
+                on_mismatch, on_nonfinite, model=None, clip=None, vae=None, enforce_downstream=True,
                 **more) -> io.NodeOutput:
         with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
             check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,

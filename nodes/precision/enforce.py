@@ -1,11 +1,12 @@
 """Enforce a precision context downstream: the prompt rewrite, as a pure function of the API prompt.
 
-A PrecisionPolicy with `enforce_downstream` on governs every node that depends on it (the transitive dependents of
-its outputs). Each such node that takes a tensor (IMAGE, LATENT, MASK, CONDITIONING) or a model (MODEL, CLIP, VAE,
-UPSCALE_MODEL, CONTROL_NET, CLIP_VISION) is replaced, under its own id, by a wrapper node of the pack. The wrapper
-keeps every input the node had (so ComfyUI still orders, caches and re-runs it exactly as before) and, when it runs,
-expands into conform steps followed by the original node, fed the conformed values. Because the steps and the node
-are the wrapper's expansion, ComfyUI reports anything they raise under the original node's id.
+A PrecisionPolicy with `enforce_downstream` on (the default) governs every node that depends on it (the transitive
+dependents of its outputs). Each link into such a node that carries a tensor (IMAGE, LATENT, MASK, CONDITIONING) or
+a model (MODEL, CLIP, VAE, UPSCALE_MODEL, CONTROL_NET, CLIP_VISION) gets a conform step of the pack inserted on it:
+producer -> conform step -> consumer. The consumer itself is not touched: same id, same class, same inputs but for
+that link, so it runs, reports progress, files its ui in /history and fails exactly as it would without the pack.
+A conform step is an ordinary node, so ComfyUI orders, caches and re-runs it like any other (a step whose value did
+not change is reused from the cache).
 
 `rewrite(unwrap(p))` is the one entry point: a prompt that was already rewritten (e.g. re-queued from a saved PNG)
 is first brought back to what the user made, so rewriting twice changes nothing. No ComfyUI import here: node type
@@ -21,15 +22,14 @@ TENSOR_KINDS = ("IMAGE", "LATENT", "MASK", "CONDITIONING")
 MODEL_KINDS = ("MODEL", "CLIP", "VAE", "UPSCALE_MODEL", "CONTROL_NET", "CLIP_VISION")
 KINDS = TENSOR_KINDS + MODEL_KINDS
 
+PACK_PREFIX = "PrecisionSafe"  # the pack's node ids; its own nodes conform their inputs themselves
 POLICY = "PrecisionSafePolicy"
-SWITCH = "enforce_downstream"  # the policy's boolean input
-WRAPPER = "PrecisionSafeEnforced"  # stands in for a node that produces outputs
-WRAPPER_OUTPUT = "PrecisionSafeEnforcedOutput"  # stands in for an output node (SaveImage, PreviewImage, ...)
-WRAPPERS = (WRAPPER, WRAPPER_OUTPUT)
-SPEC = "precision_safe_enforced"  # the wrapper's input holding what it stands in for (JSON)
-CONTEXT = "precision_safe_context"  # the wrapper's input linked to the policy's context output
-MAX_OUTPUTS = 32  # outputs a wrapper can stand in for (and inputs its conform step can take)
-PACK_PREFIX = "PrecisionSafe"  # the pack's own nodes conform their inputs themselves
+SWITCH = "enforce_downstream"  # the policy's boolean input; absent means on (its default)
+CONFORM = "PrecisionSafeConform"  # the conform step inserted on a governed link
+VALUE, CONTEXT, SPEC = "value", "context", "spec"  # the conform step's inputs
+# What earlier versions of the pack put in place of a governed node, in prompts saved then (PNG chunks): unwrapped.
+_OLD_WRAPPERS = ("PrecisionSafeEnforced", "PrecisionSafeEnforcedOutput")
+_OLD_SPEC, _OLD_CONTEXT = "precision_safe_enforced", "precision_safe_context"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,66 +38,81 @@ class NodeType:
 
     inputs: Mapping[str, str]  # declared input name -> type ("IMAGE", "INT", "*", "IMAGE,MASK", ...)
     outputs: tuple = ()  # output types
-    output_is_list: tuple = ()
-    input_is_list: bool = False
-    output_node: bool = False
-    # why it must run exactly as declared (lazy or raw-link inputs, its own change check, not idempotent); None: can
-    # be wrapped
-    runs_as_is: Optional[str] = None
+    raw_links: frozenset = frozenset()  # inputs that receive the link itself, not its value: never conformed
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """What a wrapper stands in for, stored in its SPEC input."""
+    """What a conform step conforms, for whom: stored in its SPEC input."""
 
-    class_type: str
-    conform: Mapping[str, str]  # input name -> kind
-    node: str  # the node's label in messages: "KSampler #7" or its title in the editor
+    consumer: str  # the consumer's class_type
+    node_id: str  # the consumer's id
+    node: str  # the consumer's label in messages: "KSampler #7" or its title in the editor
+    input: str  # the consumer's input the value goes to
+    kind: str  # IMAGE, MODEL, ...
     policy: str  # id of the PrecisionPolicy whose context applies
 
     def dumps(self) -> str:
-        return json.dumps({"class_type": self.class_type, "conform": dict(self.conform), "node": self.node,
-                           "policy": self.policy}, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def loads(cls, text: str) -> "Spec":
-        d = json.loads(text)
-        return cls(d["class_type"], d["conform"], d["node"], d["policy"])
+        return cls(**json.loads(text))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The rewritten prompt, which node each policy governs, and the governed nodes left as they are (and why)."""
+    """The rewritten prompt, and which links of which nodes got a conform step (node id -> {input: policy id})."""
 
     prompt: dict
-    wrapped: Mapping[str, str]  # node id -> policy id
-    left_out: Mapping[str, str]  # node id -> reason
+    governed: Mapping[str, Mapping[str, str]]
+    left_out: Mapping[str, str]  # node id -> why one of its inputs is not conformed
 
 
 def is_link(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int) and not isinstance(value[1], bool)
 
 
-def enforcing_policies(prompt: Mapping) -> list[str]:
-    return [nid for nid, node in prompt.items()
-            if node.get("class_type") == POLICY and node.get("inputs", {}).get(SWITCH) is True]
+def enforces(node: Mapping) -> bool:
+    """Whether a prompt node is a PrecisionPolicy with enforcement on."""
+    return node.get("class_type") == POLICY and node.get("inputs", {}).get(SWITCH, True) is True
+
+
+def step_id(node_id: str, input_name: str) -> str:
+    """The id of the conform step on `node_id`'s input: readable in logs, never a user's id (the editor and API
+    clients number nodes; ComfyUI's own expansions prefix digits)."""
+    return f"{node_id}.precision_safe.{input_name}"
 
 
 def touches(prompt: Mapping) -> bool:
     """Whether the rewrite has anything to do with this prompt (cheap: no graph walk)."""
-    return any(isinstance(n, dict) and (n.get("class_type") in WRAPPERS or
-                                        (n.get("class_type") == POLICY and n.get("inputs", {}).get(SWITCH) is True))
+    return any(isinstance(n, dict) and (enforces(n) or n.get("class_type") in (CONFORM, *_OLD_WRAPPERS))
                for n in prompt.values())
 
 
+def _source(prompt: Mapping, link):
+    """Follow a link back through conform steps to the value the user linked."""
+    while is_link(link) and (prompt.get(str(link[0])) or {}).get("class_type") == CONFORM:
+        link = prompt[str(link[0])]["inputs"][VALUE]
+    return link
+
+
 def unwrap(prompt: Mapping) -> dict:
-    """The prompt as the user made it: every wrapper replaced by the node it stands in for."""
+    """The prompt as the user made it: conform steps removed (their consumers linked to what they conformed), and
+    what earlier versions wrapped given back its own class."""
     out = {}
     for nid, node in prompt.items():
-        if isinstance(node, dict) and node.get("class_type") in WRAPPERS and isinstance(node["inputs"].get(SPEC), str):
-            spec = Spec.loads(node["inputs"][SPEC])
-            inputs = {k: v for k, v in node["inputs"].items() if k not in (SPEC, CONTEXT)}
-            node = {**node, "class_type": spec.class_type, "inputs": inputs}
+        if not isinstance(node, dict):
+            out[nid] = node
+            continue
+        if node.get("class_type") == CONFORM:
+            continue
+        inputs = {k: _source(prompt, v) for k, v in node.get("inputs", {}).items()}
+        node = {**node, "inputs": inputs}
+        if node.get("class_type") in _OLD_WRAPPERS and isinstance(inputs.get(_OLD_SPEC), str):
+            class_type = json.loads(inputs[_OLD_SPEC])["class_type"]
+            node = {**node, "class_type": class_type,
+                    "inputs": {k: v for k, v in inputs.items() if k not in (_OLD_SPEC, _OLD_CONTEXT)}}
         out[nid] = node
     return out
 
@@ -126,48 +141,6 @@ def _distances(deps: Mapping, start: str) -> dict:
     return seen
 
 
-def _order(prompt: Mapping) -> list[str]:
-    """Node ids, each after every node it takes a link from (links to missing nodes ignored; cycles left as they
-    are: validation reports them)."""
-    done, out = set(), []
-    for root in prompt:
-        stack = [(root, False)]
-        while stack:
-            nid, expanded = stack.pop()
-            if nid in done:
-                continue
-            if expanded:
-                done.add(nid)
-                out.append(nid)
-                continue
-            stack.append((nid, True))
-            for v in prompt[nid].get("inputs", {}).values():
-                if is_link(v) and str(v[0]) in prompt and str(v[0]) not in done:
-                    stack.append((str(v[0]), False))
-    return out
-
-
-def _list_outputs(prompt: Mapping, types: Mapping[str, NodeType]) -> dict:
-    """node id -> for each output, whether it carries a list of several values (OUTPUT_IS_LIST, or a node mapped
-    over a list input)."""
-    multi = {}
-    for nid in _order(prompt):
-        t = types.get(prompt[nid].get("class_type"))
-        if t is None:
-            multi[nid] = ()
-            continue
-        fed_list = not t.input_is_list and any(
-            is_link(v) and _output_flag(multi, str(v[0]), v[1]) for v in prompt[nid].get("inputs", {}).values())
-        flags = tuple(t.output_is_list) + (False,) * (len(t.outputs) - len(t.output_is_list))
-        multi[nid] = tuple(f or fed_list for f in flags)
-    return multi
-
-
-def _output_flag(multi: Mapping, nid: str, index: int) -> bool:
-    flags = multi.get(nid, ())
-    return index < len(flags) and flags[index]
-
-
 def _kind(declared: Optional[str], received: Optional[str]) -> Optional[str]:
     """The kind an input is conformed as: its declared type when that is one, else the type it receives."""
     for t in (declared, received):
@@ -182,34 +155,33 @@ def label(node_id: str, node: Mapping) -> str:
     return f"{title} #{node_id}"
 
 
-def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
-    """Wrap every node downstream of an enforcing PrecisionPolicy that takes a conformable input.
-
-    `prompt` must be as the user made it (`unwrap` it first); it is not modified. A node governed by several
-    enforcing policies takes the context of the nearest (fewest links; the lower id on a tie).
-    """
-    policies = enforcing_policies(prompt)
-    if not policies:
-        return Plan(dict(prompt), {}, {})
+def _governors(prompt: Mapping) -> dict:
+    """node id -> id of the enforcing policy it depends on most nearly (fewest links; the lower id on a tie)."""
     deps = _dependents(prompt)
     governed: dict[str, tuple] = {}
-    for pid in policies:
+    for pid in (nid for nid, node in prompt.items() if enforces(node)):
         for nid, dist in _distances(deps, pid).items():
             key = (dist, int(pid) if pid.isdigit() else pid)
             if nid not in governed or key < governed[nid][0]:
                 governed[nid] = (key, pid)
-    multi = _list_outputs(prompt, types)
-    # outputs something links to: a list on an output nothing uses (a saver's pass-through) is no obstacle
-    used = {(str(v[0]), v[1]) for n in prompt.values() for v in n.get("inputs", {}).values() if is_link(v)}
-    out, wrapped, left_out = dict(prompt), {}, {}
-    for nid in sorted(governed, key=lambda n: (len(n), n)):
-        pid = governed[nid][1]
+    return {nid: pid for nid, (_, pid) in governed.items()}
+
+
+def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
+    """Insert a conform step on every conformable link into a node downstream of an enforcing PrecisionPolicy.
+
+    `prompt` must be as the user made it (`unwrap` it first); it is not modified. Links into the pack's own nodes
+    are left alone (they conform their inputs themselves), and so are nodes ComfyUI does not know (validation
+    reports them) and raw-link inputs (the node reads the link, not a value).
+    """
+    out, governed, left_out = dict(prompt), {}, {}
+    for nid, pid in sorted(_governors(prompt).items(), key=lambda kv: (len(kv[0]), kv[0])):
         node = prompt[nid]
         class_type = node.get("class_type", "")
         t = types.get(class_type)
         if class_type.startswith(PACK_PREFIX) or t is None:
             continue
-        conform = {}
+        inputs = dict(node.get("inputs", {}))
         for name, value in node.get("inputs", {}).items():
             if not is_link(value):
                 continue
@@ -217,22 +189,24 @@ def rewrite(prompt: Mapping, types: Mapping[str, NodeType]) -> Plan:
             src_t = types.get(src.get("class_type")) if src else None
             received = src_t.outputs[value[1]] if src_t and value[1] < len(src_t.outputs) else None
             kind = _kind(t.inputs.get(name), received)
-            if kind:
-                conform[name] = kind
-        if not conform:
-            continue
-        why = t.runs_as_is
-        if why is None and any(flag and (nid, i) in used for i, flag in enumerate(multi.get(nid, ()))):
-            why = "an output carries a list of values (OUTPUT_IS_LIST or a list input)"
-        if why is None and max(len(t.outputs), len(conform)) > MAX_OUTPUTS:
-            why = f"more than {MAX_OUTPUTS} outputs or conformable inputs"
-        if why is None and (SPEC in node["inputs"] or CONTEXT in node["inputs"]):
-            why = f"it has an input named {SPEC} or {CONTEXT}"
-        if why is not None:
-            left_out[nid] = why
-            continue
-        spec = Spec(class_type, conform, label(nid, node), pid)
-        out[nid] = {**node, "class_type": WRAPPER_OUTPUT if t.output_node else WRAPPER,
-                    "inputs": {**node["inputs"], SPEC: spec.dumps(), CONTEXT: [pid, 0]}}
-        wrapped[nid] = pid
-    return Plan(out, wrapped, left_out)
+            if kind is None:
+                continue
+            if name in t.raw_links:
+                left_out[nid] = f"input '{name}' takes a raw link"
+                continue
+            sid = step_id(nid, name)
+            spec = Spec(class_type, nid, label(nid, node), name, kind, pid)
+            out[sid] = {"class_type": CONFORM, "inputs": {VALUE: value, CONTEXT: [pid, 0], SPEC: spec.dumps()},
+                        "_meta": {"title": f"conform {spec.node} '{name}'"}}
+            inputs[name] = [sid, 0]
+            governed.setdefault(nid, {})[name] = pid
+        if nid in governed:
+            out[nid] = {**node, "inputs": inputs}
+    return Plan(out, governed, left_out)
+
+
+def governed_by(prompt: Mapping, policy_id: str) -> list[Spec]:
+    """The conform steps of a rewritten prompt that apply `policy_id`'s context."""
+    specs = [Spec.loads(n["inputs"][SPEC]) for n in prompt.values()
+             if isinstance(n, dict) and n.get("class_type") == CONFORM and isinstance(n["inputs"].get(SPEC), str)]
+    return [s for s in specs if s.policy == str(policy_id)]

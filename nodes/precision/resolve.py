@@ -33,6 +33,9 @@ class Facts:
     subject: str = ""  # "this MODEL", "this VAE", ... for the reason text
     # Why fp16 is unsafe for it (a VAE's probe verdict), or None. Called only when the answer matters: probing costs.
     fp16_unsafe: Callable[[], Optional[str]] = _never_unsafe
+    # For `intermediate`: the value goes to a node outside the pack (core or third-party), which takes what it was
+    # written for, whatever the context says: the dtype of the weights it holds itself (`stored`), else ComfyUI's.
+    foreign: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +68,28 @@ def pack_default(role: str, facts: Facts) -> torch.dtype:
     return torch.bfloat16 if facts.bf16 else torch.float16
 
 
+def _for_foreign_node(choice: str, facts: Facts) -> Resolution:
+    """What a core or third-party node gets: never a dtype that breaks it (numpy/scipy/PIL have no bf16, fp32
+    convolutions refuse half inputs, half weights refuse fp32 inputs)."""
+    where, device = facts.subject or "this node", facts.device.type
+    if facts.stored is not None and facts.stored.is_floating_point and facts.stored.itemsize >= 2:
+        dtype, reason = facts.stored, f"{where} holds {dtype_name(facts.stored)} weights itself"
+    else:
+        dtype = facts.native if facts.native is not None else torch.float32
+        reason = f"what {where} is written for: ComfyUI's IMAGE/LATENT dtype"
+    if choice != "auto" and DTYPES[choice] != dtype:
+        reason += f"; the context's {choice} applies to the pack's nodes"
+    return Resolution("intermediate", choice, dtype, facts.native, reason, device)
+
+
 def resolve(ctx: PrecisionContext, role: str, facts: Facts) -> Resolution:
     """The dtype `role` computes in for the object `facts` describe."""
     choice = ctx.choice(role)
     native = facts.native
     where = facts.subject or "it"
     device = facts.device.type
+    if role == "intermediate" and facts.foreign:
+        return _for_foreign_node(choice, facts)
     if choice != "auto":
         dtype = DTYPES[choice]
         reason = f"set to {choice}"

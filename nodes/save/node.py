@@ -17,7 +17,7 @@ from ..host.links import source_of
 from ..host.node_report import recording
 from ..host.types import CATEGORY
 from ..precision.context import dtype_name
-from ..precision.enforce import WRAPPERS
+from ..precision.enforce import CONFORM, unwrap
 from ..precision.errors import PrecisionError
 from ..precision.finite import nonfinite_items
 
@@ -40,7 +40,7 @@ def _upstream(prompt: dict, node_id: str) -> set:
 
 
 def _is_pack_node(class_type) -> bool:
-    return str(class_type or "").startswith(run_records.PACK_PREFIX) and class_type not in WRAPPERS
+    return str(class_type or "").startswith(run_records.PACK_PREFIX) and class_type != CONFORM
 
 
 def precision_chunk(prompt_id, node_id, prompt: dict, own: dict) -> dict:
@@ -123,7 +123,7 @@ class SaveImageWithRecord(io.ComfyNode):
             if not args.disable_metadata:  # as core: --disable-metadata writes no text chunks at all
                 metadata = PngInfo()
                 if cls.hidden.prompt is not None:
-                    metadata.add_text("prompt", json.dumps(cls.hidden.prompt))
+                    metadata.add_text("prompt", json.dumps(unwrap(cls.hidden.prompt)))  # as the user made it
                 for key, value in (cls.hidden.extra_pnginfo or {}).items():
                     metadata.add_text(key, json.dumps(value))
                 metadata.add_text(CHUNK, json.dumps(chunk))

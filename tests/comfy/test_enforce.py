@@ -29,54 +29,47 @@ def _prompt_id(r):
     return next(d["prompt_id"] for e, d in r.messages if e == "execution_start")
 
 
-def test_error_from_an_inserted_step_lands_on_the_original_node_with_input_dtypes_and_fix(comfy):
+def test_error_mode_blocks_the_users_node_with_the_input_dtypes_and_fix(comfy):
     prompt, pid, _, _, preview, _ = _graph(on_mismatch="error")
     r = comfy.run(prompt)
     assert not r.success
-    assert r.error["node_id"] == preview  # the id the editor highlights, not the inserted step's
+    assert r.error["node_id"] == preview and r.error["node_type"] == "PreviewImage"
     msg = r.error["exception_message"]
-    assert msg.startswith(f"[My Preview #{preview}, input 'images'] got bf16 but PrecisionPolicy #{pid} (enforce "
-                          "downstream) expects fp32 for role 'intermediate'"), msg
+    assert msg.startswith(f"Execution Blocked: [My Preview #{preview}, input 'images'] got bf16 but PrecisionPolicy "
+                          f"#{pid} (enforce downstream) expects fp32 (what My Preview #{preview} is written for: "
+                          "ComfyUI's IMAGE/LATENT dtype)"), msg
     assert f"Fix: set on_mismatch to 'cast' on PrecisionPolicy #{pid}" in msg
 
 
-def test_cast_mode_runs_core_nodes_on_conformed_inputs_and_records_the_casts(comfy):
+def test_cast_mode_runs_core_nodes_as_themselves_on_conformed_inputs_and_records_the_casts(comfy):
     prompt, pid, dec, half, preview, sampler = _graph()
     r = comfy.run(prompt)
     assert r.success, r.error
     sent = comfy.last_prompt
-    assert {sent[n]["class_type"] for n in (dec, preview)} == {"PrecisionSafeEnforced", "PrecisionSafeEnforcedOutput"}
-    assert sent[sampler]["class_type"] == "KSampler"  # not downstream of the policy: as it was
+    for nid in (dec, half, preview, sampler):
+        assert sent[nid]["class_type"] == prompt[nid]["class_type"]
+    assert sent[preview]["inputs"]["images"] == [f"{preview}.precision_safe.images", 0]
+    assert sent[sampler]["inputs"] == prompt[sampler]["inputs"]  # not downstream of the policy: as it was
     records = comfy.pack_module("nodes.host.run_records").registered(_prompt_id(r))
     assert [c for rec in records[preview] for c in rec["casts"]] == ["images: bf16 -> fp32"]
     assert any(n.startswith("vae: VAE copy") for rec in records[dec] for n in rec["notes"])
     assert r.ui(pid)["precision_safe"][0]["notes"][-1] == (
-        f"enforce downstream: 3 nodes get conformed inputs (My Preview #{preview}, PSTest_CastImage #{half}, "
-        f"VAEDecode #{dec})")
-
-
-def test_history_keeps_the_ui_of_a_wrapped_output_node_under_an_id_whose_meta_names_the_original(comfy):
-    prompt, _, _, _, preview, _ = _graph()
-    r = comfy.run(prompt)
-    assert r.success, r.error
-    meta = comfy.executor.history_result["meta"]
-    (key,) = [k for k in r.outputs if meta[k]["display_node"] == preview]
-    assert key != preview and key.startswith(f"{preview}.")  # the expanded node's own id
-    assert meta[key]["real_node_id"] == preview
-    assert len(r.outputs[key]["images"]) == 1
+        f"enforce downstream: 4 inputs conformed (My Preview #{preview}: images; PSTest_CastImage #{half}: image; "
+        f"VAEDecode #{dec}: samples, vae)")
+    assert len(r.outputs[preview]["images"]) == 1  # the preview's ui under its own id
 
 
 def test_an_unchanged_prompt_runs_again_from_the_cache_and_a_changed_input_reruns(comfy):
     prompt, _, dec, _, preview, sampler = _graph()
     comfy.run(prompt, fresh=True)
     r = comfy.run(prompt)
-    cached = next(d["nodes"] for e, d in r.messages if e == "execution_cached")
-    assert {dec, sampler} <= set(cached)
-    assert preview not in cached  # an output wrapper always rebuilds its expansion (see EnforcedOutputNode)
+    cached = set(next(d["nodes"] for e, d in r.messages if e == "execution_cached"))
+    assert {dec, sampler, preview, f"{dec}.precision_safe.vae"} <= cached
     prompt[sampler]["inputs"]["seed"] = 1
     r = comfy.run(prompt)
-    cached = next(d["nodes"] for e, d in r.messages if e == "execution_cached")
-    assert dec not in cached  # its input changed upstream: the wrapper ran again
+    cached = set(next(d["nodes"] for e, d in r.messages if e == "execution_cached"))
+    assert dec not in cached and f"{dec}.precision_safe.samples" not in cached  # the sampled latent changed
+    assert f"{dec}.precision_safe.vae" in cached  # the VAE did not: its conformed copy is reused
 
 
 def test_rewriting_is_idempotent_and_a_policy_without_enforcement_changes_nothing(comfy):
@@ -97,7 +90,7 @@ def test_an_invalid_prompt_is_left_as_the_user_made_it_so_comfyui_reports_its_ow
     assert not valid[0] and latent in valid[3] and valid[3][latent]["class_type"] == "EmptyLatentImage"
 
 
-def test_wrapped_nodes_get_the_same_result_as_unwrapped_ones_when_dtypes_agree(comfy):
+def test_governed_nodes_get_the_same_result_as_ungoverned_ones_when_dtypes_agree(comfy):
     def decoded(enforce):
         g = GraphBuilder()
         ckpt, sampler = txt2img(g, size=16)
@@ -107,31 +100,25 @@ def test_wrapped_nodes_get_the_same_result_as_unwrapped_ones_when_dtypes_agree(c
         dec = g.node("VAEDecode", samples=sampler.out(0), vae=p.out(3))
         g.node("PreviewImage", images=dec.out(0))
         assert comfy.run(g.finalize()).success
-        return comfy.output(dec.id)  # a wrapper's output is the original node's, from inside its expansion
+        return comfy.output(dec.id)
 
     assert torch.equal(decoded(False), decoded(True))
 
 
-def test_list_outputs_are_left_out_and_an_output_node_fed_a_list_gets_each_item_conformed(comfy):
+def test_lists_pass_the_conform_steps_item_by_item(comfy):
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16, batch=2)
     p = policy(g)
-    p.set_input("enforce_downstream", True)
     p.set_input("vae", ckpt.out(2))
     dec = g.node("VAEDecode", samples=sampler.out(0), vae=p.out(3))
     half = g.node("PSTest_CastImage", image=dec.out(0), dtype="bf16")
     split = g.node("RebatchImages", images=half.out(0), batch_size=1)  # OUTPUT_IS_LIST: two IMAGEs
     preview = g.node("PreviewImage", images=split.out(0))
     save = g.node("PrecisionSafeSaveImage", images=half.out(0), filename_prefix="precision_safe_tests/enforce_list")
-    r = comfy.run(g.finalize(), fresh=True)  # the policy runs (not reused from an earlier test): its note is this one
+    r = comfy.run(g.finalize(), fresh=True)
     assert r.success, r.error
-    sent = comfy.last_prompt
-    assert sent[split.id]["class_type"] == "RebatchImages" and sent[preview.id]["class_type"].endswith("Output")
-    meta = comfy.executor.history_result["meta"]
-    shown = [v for k, v in r.outputs.items() if meta[k]["display_node"] == preview.id]
-    assert len(shown) == 1 and len(shown[0]["images"]) == 2  # the preview mapped over both items, as stock
+    assert len(r.outputs[preview.id]["images"]) == 2  # the preview mapped over both items, as stock
     records = comfy.pack_module("nodes.host.run_records").registered(_prompt_id(r))
-    assert [c for rec in records[preview.id] for c in rec["casts"]] == ["images: bf16 -> fp32"] * 2
-    assert f"left as they are: RebatchImages #{split.id} (an output carries a list" in \
-        r.ui(p.id)["precision_safe"][0]["notes"][-1]
-    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]  # the pack's own node: not wrapped
+    assert [c for rec in records[split.id] for c in rec["casts"]] == ["images: bf16 -> fp32"]
+    assert preview.id not in records  # its two items come from RebatchImages already conformed: nothing to cast
+    assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]  # the pack's own node conforms

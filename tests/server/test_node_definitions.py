@@ -5,7 +5,7 @@ EXPECTED = {"PrecisionSafePolicy", "PrecisionSafeVAEDecode", "PrecisionSafeDtype
             "PrecisionSafeSaveImage", "PrecisionSafeDetailerDetectionOptions", "PrecisionSafeDetailerSamOptions",
             "PrecisionSafeDetectSEGS",
             # inserted by PrecisionPolicy's enforce_downstream, never by hand (category "precision safe/internal")
-            "PrecisionSafeEnforced", "PrecisionSafeEnforcedOutput", "PrecisionSafeConform"}
+            "PrecisionSafeConform"}
 
 
 def test_every_pack_node_is_documented(server):

@@ -79,7 +79,10 @@ class ComfyHost:
         if not valid[0]:
             raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
         self.executor.execute(prompt, prompt_id, {}, valid[2])
-        error = next((d for e, d in self.executor.status_messages if e == "execution_error"), None)
+        # an execution error, or a node blocked with a message (ComfyUI sends that as an execution_error on the
+        # blocked node and runs the rest of the prompt)
+        error = next((d for e, d in self.executor.status_messages + self.server.messages
+                      if e == "execution_error"), None)
         outputs = {k: v.get("output", v) if isinstance(v, dict) else v
                    for k, v in self.executor.history_result.get("outputs", {}).items()}
-        return RunResult(self.executor.success, outputs, list(self.executor.status_messages), error)
+        return RunResult(self.executor.success and error is None, outputs, list(self.executor.status_messages), error)

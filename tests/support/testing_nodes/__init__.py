@@ -278,6 +278,41 @@ class HugeLatent:
 
 NODE_CLASS_MAPPINGS["PSTest_HugeLatent"] = HugeLatent
 
+
+class HalfNormFilter:
+    """A third-party filter whose own network (held by the class, as many packs hold a loaded model) is in bf16:
+    an fp32 IMAGE into it fails in torch ("mixed dtype (CPU): expect parameter to have scalar type of Float"). It
+    returns its output at its network's dtype, as such nodes do."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+    NET = torch.nn.GroupNorm(1, 3).to(torch.bfloat16)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+
+    def run(self, image):
+        with torch.no_grad():
+            return (self.NET(image.movedim(-1, 1)).movedim(1, -1).clamp(0, 1),)
+
+
+class CastMask:
+    """A MASK at another dtype (segmenters and video loaders hand on fp16/bf16 masks)."""
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MASK",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "dtype": (list(DTYPES),)}}
+
+    def run(self, image, dtype):
+        return (image[..., 0].to(DTYPES[dtype]),)
+
+
+NODE_CLASS_MAPPINGS.update({"PSTest_HalfNormFilter": HalfNormFilter, "PSTest_CastMask": CastMask})
+
 from .impact_style import NODE_CLASS_MAPPINGS as _IMPACT_STYLE  # noqa: E402  (SEGS as Impact Pack makes and reads them)
 
 NODE_CLASS_MAPPINGS.update(_IMPACT_STYLE)
