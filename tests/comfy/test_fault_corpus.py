@@ -181,11 +181,20 @@ def test_fp16_image_to_core_saver__stock_saves_fine__pack_casts_nothing(comfy):
 def test_intermediate_bf16__stock_core_saver_typeerror__pack_warns_on_the_policy_and_the_decoder(comfy):
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16)
-    p = policy(g, intermediate_dtype="bf16", on_nonfinite="keep")  # not the policy below: the cache would reuse it
+    # not the policies below: the cache would reuse it
+    p = policy(g, intermediate_dtype="bf16", on_nonfinite="keep", enforce_downstream=False)
     safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
     core = g.node("PreviewImage", images=safe.out(0))
-    msg = _fails_on(comfy, g, core, "TypeError")  # stock: core's saver cannot convert the bf16 IMAGE
+    msg = _fails_on(comfy, g, core, "TypeError")  # enforcement off: core's saver cannot convert the bf16 IMAGE
     assert msg.startswith("Got unsupported ScalarType BFloat16")
+
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    p = policy(g, intermediate_dtype="bf16", on_nonfinite="error")  # enforce_downstream at its default (on)
+    safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=ckpt.out(2), context=p.out(0))
+    core = g.node("PreviewImage", images=safe.out(0))
+    r = _ok(comfy, g)  # the preview gets the IMAGE at the dtype core nodes take
+    assert len(r.ui(core.id)["images"]) == 1
 
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16)
@@ -661,7 +670,7 @@ def test_fp16_image_into_core_upscale_with_model__stock_input_type_half_bias_flo
     out = comfy.output(up.id)
     assert out.shape == (1, 16, 16, 3) and out.dtype == torch.float32 and torch.isfinite(out).all()
     records = [e["record"] for e in _png_chunk(r, save)["records"] if e["node_id"] == up.id]
-    assert len(records) == 1 and records[0]["casts"] == ["image: fp16 -> fp32"]  # one record for all its inputs
+    assert [c for rec in records for c in rec["casts"]] == ["image: fp16 -> fp32"]  # one record per conformed input
     assert any("upscale_model: UPSCALE_MODEL copy" in n for rec in records for n in rec["notes"])
 
 

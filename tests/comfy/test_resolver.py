@@ -32,9 +32,10 @@ def test_auto_policy_clones_share_everything_with_the_originals(comfy):
     assert comfy.output(p.id, 2).cond_stage_model is clip.cond_stage_model
     assert comfy.output(p.id, 3).first_stage_model is vae.first_stage_model
     notes = r.ui(p.id)["precision_safe"][0]["notes"]
-    assert notes == ["MODEL clone computes fp32 as ComfyUI chose: shares weights and patches, no cost",
-                     "CLIP clone keeps fp16 as ComfyUI chose: no cost",
-                     "VAE copy decodes fp32 as ComfyUI chose: same weights, no cost"]
+    assert notes[:3] == ["MODEL clone computes fp32 as ComfyUI chose: shares weights and patches, no cost",
+                         "CLIP clone keeps fp16 as ComfyUI chose: no cost",
+                         "VAE copy decodes fp32 as ComfyUI chose: same weights, no cost"]
+    assert notes[3].startswith("enforce downstream: on")  # on by default; nothing downstream but the pack's Inspect
     text = r.ui(p.id)["text"][0]
     assert "unet: fp32 · cpu (auto: ComfyUI's choice for this MODEL)" in text
     assert "text_encoder: fp16 · cpu (auto: ComfyUI's choice for this CLIP)" in text

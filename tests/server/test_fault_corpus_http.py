@@ -185,7 +185,7 @@ def _policy_without_vae_into_safe_decode():
 
 def _intermediate_bf16_into_core_preview():
     prompt = _txt2img()
-    prompt["10"] = _policy(intermediate_dtype="bf16")
+    prompt["10"] = _policy(intermediate_dtype="bf16", enforce_downstream=False)  # on (default) conforms it
     prompt["11"] = {"class_type": "PrecisionSafeVAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2],
                                                                       "context": ["10", 0]}}
     prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
