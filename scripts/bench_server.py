@@ -14,6 +14,10 @@ Sections (--sections, default all):
   decode    SafeVAEDecode vs core VAEDecode at --decode-size (default 1024), blocked and interleaved, core twice
             for A/A.
   inspect   Dtype Inspect on the checkpoint's MODEL, and on the tiny checkpoint's (flat in model size).
+  txt2img   the default txt2img prompt (loader -> KSampler -> VAEDecode -> SaveImage) as a whole, from its
+            execution_start to its execution_success: stock (no pack node) vs the same through a Precision Policy
+            at its defaults (auto, enforce_downstream on: every link into KSampler, VAEDecode and SaveImage gets a
+            conform step), interleaved, stock twice for the A/A floor.
 
 Usage: python scripts/bench_server.py --comfy COMFYUI_DIR [--cuda] [--ckpt NAME] [--size 512] [--steps 20] [--n 6]
                                       [--json FILE] [--sections ksampler,share,...]
@@ -97,6 +101,23 @@ def overflow_prompt(vae_dtype, mult, size):
     }
 
 
+def txt2img_prompt(ckpt, seed, size, steps, policy: bool):
+    """The README's txt2img, saved by core SaveImage; with `policy`, MODEL/CLIP/VAE pass through a Precision Policy
+    at its defaults (auto everywhere, enforce_downstream on)."""
+    p = sampler_prompt(ckpt, "stock", seed, size, steps)
+    del p["7"]
+    model, clip, vae = ["1", 0], ["1", 1], ["1", 2]
+    if policy:
+        p["5"] = {"class_type": "PrecisionSafePolicy", "inputs": {
+            **POLICY, "model": model, "clip": clip, "vae": vae}}
+        model, clip, vae = ["5", 1], ["5", 2], ["5", 3]
+    p["2"]["inputs"]["clip"] = p["3"]["inputs"]["clip"] = clip
+    p["6"]["inputs"]["model"] = model
+    p["8"] = {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": vae}}
+    p["9"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bench_txt2img"}}
+    return p
+
+
 def inspect_prompt(ckpt, strict):
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
@@ -121,6 +142,14 @@ class Bench:
         if extra:
             return {n: times[n] * 1000 for n in [node, *extra]}
         return times[node] * 1000
+
+    def prompt_ms(self, prompt) -> float:
+        """The whole prompt, from its execution_start message to its execution_success."""
+        run = self.server.run(prompt)
+        if not run.success:
+            raise RuntimeError(f"benchmark prompt failed: {run.error or run.rejected}")
+        at = {e["type"]: e["received"] for e in run.events}
+        return (at["execution_success"] - at["execution_start"]) * 1000
 
     def blocked(self, make, n, warmup=2, node="6") -> list[float]:
         for _ in range(warmup):
@@ -156,6 +185,24 @@ def interleaved(b: Bench, makes: dict, n: int, warmup: int = 2, node="6") -> dic
             if i >= warmup:
                 times[k].append(t)
     return times
+
+
+def section_txt2img(b: Bench, a, out):
+    ck, size, steps = a.ckpt, a.size, a.steps
+    variants = {"stock": False, "policy": True, "stock_again": False}
+    times = {k: [] for k in variants}
+    names = list(variants)
+    for i in range(2 + a.n * 2):  # one prompt of each per round, the order rotated every round
+        for k in names[i % 3:] + names[:i % 3]:
+            t = b.prompt_ms(txt2img_prompt(ck, b.next_seed(), size, steps, variants[k]))
+            if i >= 2:
+                times[k].append(t)
+    r = {"ms": {k: med(v) for k, v in times.items()}, "raw_ms": times,
+         "policy/stock": ratio(times["policy"], times["stock"]),
+         "aa_stock_again/stock": ratio(times["stock_again"], times["stock"])}
+    print("txt2img (interleaved, whole prompt):", json.dumps({k: v for k, v in r.items() if k != "raw_ms"}),
+          flush=True)
+    out["txt2img"] = r
 
 
 def section_ksampler(b: Bench, a, out):
@@ -297,7 +344,7 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--decode-size", type=int, default=1024)
     ap.add_argument("--n", type=int, default=6)
-    ap.add_argument("--sections", default="ksampler,share,bf16,decode,inspect")
+    ap.add_argument("--sections", default="txt2img,ksampler,share,bf16,decode,inspect")
     ap.add_argument("--json")
     ap.add_argument("--log-dir")
     a = ap.parse_args()
