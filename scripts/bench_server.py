@@ -143,13 +143,14 @@ class Bench:
             return {n: times[n] * 1000 for n in [node, *extra]}
         return times[node] * 1000
 
-    def prompt_ms(self, prompt) -> float:
-        """The whole prompt, from its execution_start message to its execution_success."""
+    def prompt_ms(self, prompt) -> tuple[float, dict]:
+        """The whole prompt, from its execution_start message to its execution_success, and each node's ms."""
         run = self.server.run(prompt)
         if not run.success:
             raise RuntimeError(f"benchmark prompt failed: {run.error or run.rejected}")
         at = {e["type"]: e["received"] for e in run.events}
-        return (at["execution_success"] - at["execution_start"]) * 1000
+        return (at["execution_success"] - at["execution_start"]) * 1000, {
+            n: t * 1000 for n, t in run.node_seconds().items()}
 
     def blocked(self, make, n, warmup=2, node="6") -> list[float]:
         for _ in range(warmup):
@@ -191,13 +192,17 @@ def section_txt2img(b: Bench, a, out):
     ck, size, steps = a.ckpt, a.size, a.steps
     variants = {"stock": False, "policy": True, "stock_again": False}
     times = {k: [] for k in variants}
+    nodes = {k: {} for k in variants}
     names = list(variants)
     for i in range(2 + a.n * 2):  # one prompt of each per round, the order rotated every round
         for k in names[i % 3:] + names[:i % 3]:
-            t = b.prompt_ms(txt2img_prompt(ck, b.next_seed(), size, steps, variants[k]))
+            t, per_node = b.prompt_ms(txt2img_prompt(ck, b.next_seed(), size, steps, variants[k]))
             if i >= 2:
                 times[k].append(t)
+                for n, ms in per_node.items():
+                    nodes[k].setdefault(n, []).append(ms)
     r = {"ms": {k: med(v) for k, v in times.items()}, "raw_ms": times,
+         "node_ms": {k: {n: med(v) for n, v in by.items()} for k, by in nodes.items()},
          "policy/stock": ratio(times["policy"], times["stock"]),
          "aa_stock_again/stock": ratio(times["stock_again"], times["stock"])}
     print("txt2img (interleaved, whole prompt):", json.dumps({k: v for k, v in r.items() if k != "raw_ms"}),
