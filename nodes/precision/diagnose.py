@@ -17,7 +17,7 @@ import torch
 
 from .context import ROLES, dtype_name
 from .errors import PrecisionError
-from .reach import weights_dtype
+from .reach import held, storage_of, weights_dtype
 
 # torch's dtype mismatch messages (CPU and CUDA wordings). Group `inp` is the dtype of the tensor fed in, `own`
 # the dtype of the weight/buffer/other operand it met; the order was checked per op (see notes/detector.md).
@@ -328,6 +328,25 @@ def _named(names) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
+def _packed_weight(site, modules: Mapping, want: Optional[int], got: int) -> Optional[tuple]:
+    """(name, tensor) of a packed quantized weight (GGUF blocks) whose stored rows are `want` long where its logical
+    rows are `got`: what a plain matmul meets when code uses such a weight itself instead of calling its layer."""
+    def fits(t) -> bool:
+        return (isinstance(t, torch.Tensor) and storage_of(t).packed and t.dim() == 2 and t.size(-1) == want
+                and int(t.shape[-1]) == got)
+    names = {}
+    for key, root in modules.items():
+        if isinstance(root, torch.nn.Module):
+            for n, t in root.named_parameters():
+                names.setdefault(id(t), (f"{key}.{n}", t))
+    owner = site[2] if site is not None else None
+    candidates = list(owner.parameters()) if isinstance(owner, torch.nn.Module) else list(held(owner)) if owner else []
+    for t in candidates:
+        if fits(t):
+            return names.get(id(t), ("a weight it holds", t))
+    return next(((n, t) for n, t in names.values() if fits(t)), None)
+
+
 def explain_shape(exc: BaseException, node: str, modules: Optional[Mapping] = None,
                   inputs: Optional[Mapping] = None, roles: Optional[Mapping] = None,
                   families: Optional[Mapping] = None) -> Optional[ShapeMismatchError]:
@@ -349,6 +368,19 @@ def explain_shape(exc: BaseException, node: str, modules: Optional[Mapping] = No
         where = f"{path} ({type(module).__name__})"
         if tensor is not None and _size(tensor, axis) != got:
             tensor = None
+    packed = _packed_weight(site, modules, want, got) if axis == "features" and want is not None else None
+    if packed is not None:
+        name, w = packed
+        fmt = storage_of(w).format
+        problem = (f"{fmt} packed storage reached a plain matmul in {where}: weight '{name}' holds "
+                   f"{list(w.shape)} values as {list(w.size())} bytes ({w.dtype}), and this code multiplies the stored "
+                   f"bytes ({want} per row) with an input of {got} features instead of calling the layer, whose ops "
+                   f"dequantize it (torch: {str(exc).splitlines()[0]}).")
+        fix = (f"keep '{name.split('.', 1)[-1]}' unquantized (F16) when making the GGUF file (the converter's keep "
+               "list), or load an F16 / fp8 safetensors file of this model; or make the code that uses it call its "
+               "layer (or dequantize it) instead of reading its storage")
+        return ShapeMismatchError(node, problem, fix + ".", module_path=path, axis=axis, want=want, got=got,
+                                  graph_inputs=[], torch_message=str(exc))
     named = list(_graph_tensors(inputs))
     certain = [n for n, t in named if tensor is not None and (t is tensor or (
         t.numel() and t.device == tensor.device and t.data_ptr() == tensor.data_ptr() and t.shape == tensor.shape))]

@@ -104,3 +104,38 @@ def test_policy_keeps_quantized_weights_and_computes_at_the_role_dtype(comfy, fi
     assert torch.isfinite(a).all()
     err = ((a - b).norm() / b.norm()).item()
     assert err < 0.1, f"{kind}: latent off the unquantized UNet's by {err:.3f}"
+
+
+# -- errors quantized weights give, explained with a fix that works ---------------------------------------------------
+
+def _tied(g, unet_name):
+    unet = g.node("PSTest_UnetLoaderGGUF", unet_name=unet_name)
+    tied = g.node("PSTest_TieWeight", model=unet.out(0))
+    guard = g.node("PrecisionSafeGuard", model=tied.out(0))
+    _, sampler = txt2img(g, size=16, model=guard.out(0))
+    g.node("PrecisionSafeDtypeInspect", value=sampler.out(0))
+    return sampler
+
+
+def test_gguf_packed_storage_reaching_a_plain_matmul_is_explained_and_the_fix_works(comfy, files):
+    from testing_nodes.gguf_style import TieWeight
+    weight = TieWeight.WEIGHT.removeprefix("diffusion_model.")
+    g = GraphBuilder()
+    sampler = _tied(g, qm.GGUF["Q8_0"])
+    r = comfy.run(g.finalize())
+    assert not r.success and r.error["node_id"] == sampler.id  # on core KSampler
+    msg = r.error["exception_message"]
+    assert "mat1 and mat2 shapes cannot be multiplied" in msg  # torch's own text, quoted
+    assert f"GGUF Q8_0 packed storage reached a plain matmul in patch" in msg
+    assert f"weight 'unet.{weight}' holds [320, 320] values as [320, 340] bytes (torch.uint8)" in msg
+    assert f"keep '{weight}' unquantized (F16) when making the GGUF file" in msg
+    # the fix: the same file made again with that weight kept F16
+    from safetensors.torch import load_file
+    name = "ps_tiny_sd15_unet_q8_0_keep.gguf"
+    types = qm.write_gguf(os.path.join(files, name), load_file(os.path.join(files, qm.UNET)), "Q8_0", keep={weight})
+    assert types[weight] == "F16" and list(types.values()).count("Q8_0") == 46
+    g = GraphBuilder()
+    sampler = _tied(g, name)
+    r = comfy.run(g.finalize())
+    assert r.success, r.error
+    assert torch.isfinite(comfy.output(sampler.id)["samples"]).all()

@@ -3,9 +3,9 @@ is a `GGMLTensor` (a torch.Tensor subclass holding the file's bytes, with `tenso
 `tensor_shape`, the logical shape its `.shape` answers), quantized ones as packed uint8 blocks; the model is built
 by comfy.sd.load_diffusion_model_state_dict with ops subclassing comfy.ops.manual_cast that dequantize each layer's
 weights to the input's dtype when it runs. Q8_0 and Q4_0 are dequantized here in torch."""
-import torch
+import functools
 
-import comfy.ops
+import torch
 
 try:
     import gguf
@@ -90,32 +90,38 @@ class _Layer:
         return self._quantized_forward(input, *self._weights(input))
 
 
-class GGUFOps(comfy.ops.manual_cast):
-    class Linear(_Layer, comfy.ops.manual_cast.Linear):
-        def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
-            torch.nn.Module.__init__(self)  # the file's tensors become the weights: nothing to allocate
-            self.in_features, self.out_features = in_features, out_features
-            self.weight = self.bias = None
+@functools.lru_cache(maxsize=1)
+def gguf_ops():
+    """The ops class (made on first use: ComfyUI is imported by then, and unit tests importing this need none)."""
+    import comfy.ops
+    manual_cast = comfy.ops.manual_cast
 
-        def _quantized_forward(self, input, weight, bias):
-            return torch.nn.functional.linear(input, weight, bias)
+    class GGUFOps(manual_cast):
+        class Linear(_Layer, manual_cast.Linear):
+            def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+                torch.nn.Module.__init__(self)  # the file's tensors become the weights: nothing to allocate
+                self.in_features, self.out_features = in_features, out_features
+                self.weight = self.bias = None
 
-    class Conv2d(_Layer, comfy.ops.manual_cast.Conv2d):
-        def _quantized_forward(self, input, weight, bias):
-            return self._conv_forward(input, weight, bias)
+            def _quantized_forward(self, input, weight, bias):
+                return torch.nn.functional.linear(input, weight, bias)
 
-    class GroupNorm(_Layer, comfy.ops.manual_cast.GroupNorm):
-        def _quantized_forward(self, input, weight, bias):
-            return torch.nn.functional.group_norm(input, self.num_groups, weight, bias, self.eps)
+        class Conv2d(_Layer, manual_cast.Conv2d):
+            def _quantized_forward(self, input, weight, bias):
+                return self._conv_forward(input, weight, bias)
 
-    class LayerNorm(_Layer, comfy.ops.manual_cast.LayerNorm):
-        def _quantized_forward(self, input, weight, bias):
-            if weight is None:
-                return torch.nn.functional.layer_norm(input, self.normalized_shape, None, None, self.eps)
-            return torch.nn.functional.layer_norm(input, self.normalized_shape, weight, bias, self.eps)
+        class GroupNorm(_Layer, manual_cast.GroupNorm):
+            def _quantized_forward(self, input, weight, bias):
+                return torch.nn.functional.group_norm(input, self.num_groups, weight, bias, self.eps)
 
-        def _weights(self, input):
-            return (None, None) if self.weight is None else super()._weights(input)
+        class LayerNorm(_Layer, manual_cast.LayerNorm):
+            def _quantized_forward(self, input, weight, bias):
+                return torch.nn.functional.layer_norm(input, self.normalized_shape, weight, bias, self.eps)
+
+            def _weights(self, input):
+                return (None, None) if self.weight is None else super()._weights(input)
+
+    return GGUFOps
 
 
 def gguf_state_dict(path: str) -> dict:
@@ -155,10 +161,43 @@ class UnetLoaderGGUF:
         import comfy.sd
         path = _gguf_files()[unet_name]
         model = comfy.sd.load_diffusion_model_state_dict(gguf_state_dict(path),
-                                                         model_options={"custom_operations": GGUFOps})
+                                                         model_options={"custom_operations": gguf_ops()})
         if model is None:
             raise RuntimeError(f"could not detect the model type of {unet_name}")
         return (model,)
 
 
-NODE_CLASS_MAPPINGS = {"PSTest_UnetLoaderGGUF": UnetLoaderGGUF} if gguf is not None else {}
+class TiedWeightPatch:
+    """An attn2 output patch that reuses one of the UNet's own weights by reading it (as code tying a projection to an
+    existing layer does, e.g. a language model's head reusing its embedding): n + 0.1 * n @ W.T, with W cast to the
+    activations' dtype. On a GGUF model the cast turns the packed bytes into floats: a plain matmul of the wrong
+    shape."""
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __deepcopy__(self, memo):  # clones of the MODEL share the weight it reuses (ModelPatcher.clone deep-copies)
+        return TiedWeightPatch(self.weight)
+
+    def __call__(self, n, extra_options):
+        return n + 0.1 * torch.nn.functional.linear(n, self.weight.to(n.dtype))
+
+
+class TieWeight:
+    CATEGORY = "precision safe testing"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MODEL",)
+    WEIGHT = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    def run(self, model):
+        import comfy.utils
+        clone = model.clone()
+        clone.set_model_attn2_output_patch(TiedWeightPatch(comfy.utils.get_attr(model.model, self.WEIGHT)))
+        return (clone,)
+
+
+NODE_CLASS_MAPPINGS = {"PSTest_UnetLoaderGGUF": UnetLoaderGGUF, "PSTest_TieWeight": TieWeight} if gguf else {}
