@@ -231,8 +231,9 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
     if (own or "").startswith("float8") and (inp or "fp32") in ("fp16", "bf16", "fp32"):
         # fp8 is storage only: code used fp8 weights raw (a LoRA delta or a patch added to them), no dtype of the
         # role's makes torch compute in fp8; weights at the compute dtype do
-        problem = (f"dtype mismatch in {where}: {own} weights met a {inp or 'wider'} tensor; fp8 is a storage dtype "
-                   f"torch does not compute in, ComfyUI's ops cast it per layer, and this code used it raw; {origin}")
+        problem = (f"dtype mismatch in {where}: its input is {inp or 'of a wider dtype'}, its weights {own}; fp8 is a "
+                   f"storage dtype torch does not compute in, ComfyUI's ops cast it per layer, and this code used it "
+                   f"raw; {origin}")
         fix = (f"pass the MODEL through PrecisionPolicy with unet_dtype {inp or 'bf16'} after the LoRA / patch that "
                f"touches these weights: its clone merges weight patches at the compute dtype, not into the {own} "
                f"storage; or load the model at fp16/bf16 (UNETLoader weight_dtype default)")

@@ -184,6 +184,6 @@ def _count(values: int) -> str:
 
 
 def describe_formats(formats: dict) -> str:
-    """'GGUF Q8_0: 47 tensors, 4.20 M values; GGUF F16: ...' for a Census.formats() mapping."""
-    return "; ".join(f"{s.format}: {n} tensor{'s' if n != 1 else ''}, {_count(v)} values"
-                     for s, (n, v) in formats.items())
+    """'GGUF Q8_0 (47 tensors, 13.43 M values) + GGUF F16 (...)' for a Census.formats() mapping."""
+    return " + ".join(f"{s.format} ({n} tensor{'s' if n != 1 else ''}, {_count(v)} values)"
+                      for s, (n, v) in formats.items())

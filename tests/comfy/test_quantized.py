@@ -62,7 +62,7 @@ def test_gguf_inspect_tells_each_group_its_formats_and_the_compute_dtype(comfy, 
     assert set(truth) == {label.removeprefix("model.") for label in rows if label != "model"}
     for group, types in truth.items():
         for name, (n, values) in types.items():
-            assert f"{name}: {n} tensor{'s' if n != 1 else ''}, {_values(values)} values" in rows[f"model.{group}"]["formats"]
+            assert f"{name} ({n} tensor{'s' if n != 1 else ''}, {_values(values)} values)" in rows[f"model.{group}"]["formats"]
     totals = collections.Counter()
     for types in truth.values():
         for name, (n, _) in types.items():
@@ -96,7 +96,7 @@ def test_policy_keeps_quantized_weights_and_computes_at_the_role_dtype(comfy, fi
     fmt = {"Q8_0": "GGUF Q8_0", "Q4_0": "GGUF Q4_0", "fp8": "float8_e4m3fn", "fp8 scaled": "float8_e4m3fn scaled",
            "mixed fp8": "TensorCoreFP8Layout (float8_e4m3fn)"}[kind]
     n = {"fp8": 168, "fp8 scaled": 70}.get(kind, 47)  # scaled fp8: ComfyUI stores the Linear biases fp8 too
-    assert note.startswith(f"MODEL clone: {fmt}: {n} tensors, "), note
+    assert note.startswith(f"MODEL clone: {fmt} ({n} tensors, "), note
     assert "kept quantized, computed at bf16 (was fp32)" in note and "no weight copied (0 MiB)" in note
     assert "converted once" not in note
     assert "compute bf16" in r.ui(insp.id)["text"][0] and "agrees with the context" in r.ui(insp.id)["text"][0]

@@ -93,10 +93,11 @@ def _save(path, sd, metadata=None):
     os.replace(path + ".tmp", path)
 
 
-def ensure(folder: str) -> None:
-    """Every file above in `folder` (the host's models/diffusion_models), made only when missing."""
+def ensure(folder: str, with_gguf: bool = True) -> None:
+    """Every file above in `folder` (the host's models/diffusion_models), made only when missing; `with_gguf` False:
+    the safetensors ones only (no `gguf` package needed)."""
     sd = None
-    for qtype, name in GGUF.items():
+    for qtype, name in GGUF.items() if with_gguf else ():
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             sd = sd if sd is not None else _unet(folder)
