@@ -53,6 +53,15 @@ if [ ! -f "$host/.web-ok" ] || [ "$(cat "$host/.web-ok")" != "$web_pins" ]; then
 fi
 bash "$root/scripts/install_chromium.sh"
 
+# The quantized-weights tests write GGUF files with the `gguf` package (in test-requirements.txt for new hosts); own
+# stamp holding the pin, so hosts built before it get it too.
+gguf_pin="$(grep -E '^gguf==' "$root/scripts/test-requirements.txt")"
+if [ ! -f "$host/.gguf-ok" ] || [ "$(cat "$host/.gguf-ok")" != "$gguf_pin" ]; then
+  echo "[host] installing the quantized-model test tool: $gguf_pin"
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" "$gguf_pin"
+  echo "$gguf_pin" > "$host/.gguf-ok"
+fi
+
 mkdir -p "$host/ComfyUI/custom_nodes"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
 echo "[host] ready: $host/ComfyUI (python: $host/venv/bin/python)"

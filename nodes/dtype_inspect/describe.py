@@ -11,8 +11,9 @@ from typing import Any, Optional
 
 import torch
 
-from ..host.facts import model_compute_dtype, resolution, text_encoder_dtype
+from ..host.facts import model_compute_dtype, model_storage, resolution, text_encoder_dtype
 from ..precision.context import PrecisionContext, dtype_name
+from ..precision.reach import describe_formats
 from ..precision.stats import format_stats, tensor_stats
 
 
@@ -23,6 +24,7 @@ class Row:
     role: Optional[str] = None  # the context role it is checked against
     obj: Any = None  # the MODEL / CLIP / VAE the role resolves for (None for tensors)
     current: Optional[torch.dtype] = None  # the dtype it runs at / holds now
+    problems: tuple = ()  # what is wrong with it whatever the context says (packed weights no op dequantizes)
 
 
 def _tensor_row(label: str, kind: str, t: torch.Tensor) -> Row:
@@ -30,10 +32,23 @@ def _tensor_row(label: str, kind: str, t: torch.Tensor) -> Row:
 
 
 def _model_rows(model):
+    """One row for the MODEL (its storage formats, the dtype it computes in); with quantized weights, one row per layer
+    group too: the formats it holds, how many values each, the dtype its ops dequantize them to."""
     compute = model_compute_dtype(model)
-    info = {"kind": "MODEL", "storage": dtype_name(model.model_dtype()), "compute": dtype_name(compute),
-            "device": str(model.load_device)}
-    return [Row("model", info, "unet", model, compute)]
+    found = model_storage(model)
+    formats = found.formats()
+    storage = " + ".join(s.format for s in formats) if formats else dtype_name(model.model_dtype())
+    info = {"kind": "MODEL", "storage": storage, "compute": dtype_name(compute), "device": str(model.load_device)}
+    if found.dequant:
+        info["layouts_dequantize_to"] = ",".join(sorted(dtype_name(d) for d in found.dequant))
+    problems = tuple(f"model weight '{name}' is packed GGUF storage held by a module that is not a ComfyUI op: "
+                     "nothing dequantizes it there, so a matmul meets its bytes" for name in found.unhandled[:3])
+    rows = [Row("model", info, "unet", model, compute, problems)]
+    if found.any_quantized:
+        for group in found.groups:
+            rows.append(Row(f"model.{group}", {"kind": "MODEL", "formats": describe_formats(found.formats(group)),
+                                               "compute": dtype_name(compute)}))
+    return rows
 
 
 def _clip_rows(clip):
@@ -87,6 +102,7 @@ def flags(rows: list[Row], ctx: PrecisionContext) -> list[str]:
         info = row.info
         if info.get("nan") or info.get("inf"):
             out.append(f"{row.label} holds {info['nan']} NaN and {info['inf']} Inf values")
+        out += row.problems
         if row.role is None or row.current is None:
             continue
         want = resolution(ctx, row.role, row.obj, device=info.get("device") if row.obj is None else None)

@@ -10,10 +10,10 @@ from typing import Optional
 import torch
 
 from ..precision.context import PrecisionContext, dtype_name, pick
-from ..precision.reach import is_storage_only
+from ..precision.reach import Census, describe_formats
 from ..precision.resolve import Resolution
 from .copies import KEY, attached_context, patcher_at_dtype, vae_at_dtype
-from .facts import model_compute_dtype, resolution
+from .facts import model_compute_dtype, model_storage, resolution
 
 
 def _mib(n: int) -> str:
@@ -24,21 +24,26 @@ def model_with_policy(model, ctx: PrecisionContext, want: Optional[Resolution] =
     """A MODEL clone running at the resolved unet dtype with the context attached, and a note on what it costs.
 
     Same dtype as ComfyUI's: a plain clone (same weights, same patches: ComfyUI switches between it and the input
-    MODEL without re-loading). Another dtype: a copy of the weights at that dtype, made once; for storage-only
-    formats (fp8) ComfyUI's own per-layer compute switch instead, as ComfyUI itself runs fp8 weights.
+    MODEL without re-loading). Another dtype: a copy of the weights at that dtype, made once; for quantized weights
+    (GGUF, fp8 with or without scales, QuantizedTensor layouts) never a copy: ComfyUI's own per-layer compute switch
+    (the manual cast its ops and the quantized ops read), as ComfyUI itself runs them, and the note says per format
+    what that did.
     """
     want = want or resolution(ctx, "unet", model)
-    if not want.differs_from_comfy:
+    found = model_storage(model)
+    if found.any_quantized:
+        clone = model.clone()
+        if want.differs_from_comfy:
+            clone.set_model_compute_dtype(want.dtype)
+        note = quantized_note(found, want, model_compute_dtype(model))
+    elif not want.differs_from_comfy:
         clone = model.clone()
         note = f"MODEL clone computes {want.name} as ComfyUI chose: shares weights and patches, no cost"
-    elif is_storage_only(model.model_dtype()) or model.model_dtype() == want.dtype:
+    elif model.model_dtype() == want.dtype:
         clone = model.clone()
         clone.set_model_compute_dtype(want.dtype)
-        stored = dtype_name(model.model_dtype())
-        how = (f"from {stored} weights cast per layer, as ComfyUI runs {stored}" if want.dtype != model.model_dtype()
-               else f"at its {stored} weights' own dtype")
-        note = (f"MODEL clone computes {want.name} {how} (ComfyUI's per-clone switch): a prompt that also runs the "
-                "input MODEL re-loads the weights at each switch")
+        note = (f"MODEL clone computes {want.name} at its {want.name} weights' own dtype (ComfyUI's per-clone switch): "
+                "a prompt that also runs the input MODEL re-loads the weights at each switch")
     else:
         clone, size, fresh = patcher_at_dtype(model, want.dtype, prefix="diffusion_model.")
         note = (f"MODEL weights converted once to {want.name} ({_mib(size)} copy, kept while the input model lives"
@@ -48,6 +53,22 @@ def model_with_policy(model, ctx: PrecisionContext, want: Optional[Resolution] =
         note += f"; {merged}"
     clone.model_options[KEY] = ctx
     return clone, note
+
+
+def quantized_note(found: Census, want: Resolution, before: torch.dtype) -> str:
+    """What a policy did to a quantized MODEL, per storage format, and what it cost."""
+    quantized, plain = found.quantized(), found.plain()
+    switched = want.dtype != before
+    how = (f"computed at {want.name} (was {dtype_name(before)}): the clone's manual-cast dtype, which its ops "
+           "dequantize to per layer" if switched else f"computed at {want.name} as ComfyUI chose")
+    note = f"MODEL clone: {describe_formats(quantized)} kept quantized, {how}"
+    if plain:
+        note += (f"; {describe_formats(plain)} kept as stored, " +
+                 (f"cast per layer to {want.name}" if switched else "as ComfyUI loaded them"))
+    note += "; no weight copied (0 MiB)"
+    if switched:
+        note += ", a prompt that also runs the input MODEL re-loads the weights at each switch"
+    return note
 
 
 def _range(dtype: torch.dtype) -> float:
@@ -61,6 +82,8 @@ def merge_at_compute_dtype(model):
     copy at the compute dtype (made once per source model). Returns (model, note or None)."""
     compute, stored = model_compute_dtype(model), model.model_dtype()
     if not model.patches or not compute.is_floating_point or _range(stored) >= _range(compute):
+        return model, None
+    if not model_storage(model).copyable:  # GGUF blocks, QuantizedTensors, scaled fp8: their ops apply patches
         return model, None
     clone, size, fresh = patcher_at_dtype(model, compute, prefix="diffusion_model.")
     return clone, (f"{len(model.patches)} weight patches merge at {dtype_name(compute)}, not into the "

@@ -13,7 +13,7 @@ import comfy.model_management as mm
 import torch
 
 from ..precision.context import ROLES, PrecisionContext, bf16_supported
-from ..precision.reach import is_storage_only, weights_device, weights_dtype
+from ..precision.reach import Census, census, is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Facts, Resolution, resolve
 from .fp16_verdict import vae_fp16_verdict
 
@@ -31,6 +31,17 @@ def model_compute_dtype(model) -> torch.dtype:
     else:
         manual = getattr(model.model, key, None)
     return manual if manual is not None else model.model_dtype()
+
+
+def model_storage(model) -> Census:
+    """The storage formats of a MODEL's diffusion model, per layer group (GGUF types, fp8 with or without scales,
+    QuantizedTensor layouts, plain dtypes): a walk over its parameters' attributes, no weight is read."""
+    return census(getattr(model.model, "diffusion_model", model.model))
+
+
+def storage_summary(found: Census) -> str:
+    """'GGUF Q8_0 + GGUF F32 + GGUF F16' when some weights are quantized, else ''."""
+    return " + ".join(s.format for s in found.formats()) if found.any_quantized else ""
 
 
 def text_encoder_dtype(clip) -> Optional[torch.dtype]:
@@ -96,7 +107,8 @@ def facts(role: str, obj=None, device=None) -> Facts:
     if role == "unet":
         if obj is not None:
             dev = torch.device(obj.load_device)
-            return Facts(dev, model_compute_dtype(obj), obj.model_dtype(), bf16_supported(dev), "this MODEL")
+            return Facts(dev, model_compute_dtype(obj), obj.model_dtype(), bf16_supported(dev), "this MODEL",
+                         storage=storage_summary(model_storage(obj)))
         dev = _device(device)
         return Facts(dev, mm.unet_dtype(dev), None, bf16_supported(dev), "a model on this device")
     if role == "vae":

@@ -17,7 +17,7 @@ import torch
 
 from .context import ROLES, dtype_name
 from .errors import PrecisionError
-from .reach import weights_dtype
+from .reach import held, storage_of, weights_dtype
 
 # torch's dtype mismatch messages (CPU and CUDA wordings). Group `inp` is the dtype of the tensor fed in, `own`
 # the dtype of the weight/buffer/other operand it met; the order was checked per op (see notes/detector.md).
@@ -36,6 +36,11 @@ _FAMILIES = [re.compile(p) for p in (
     r"Promotion for Float8 Types is not supported, attempted to promote (?P<inp>\w+) and (?P<own>\w+)",
 )]
 _NUMPY = re.compile(r"Got unsupported ScalarType (?P<inp>\w+)")
+# torch._scaled_mm (fp8 matmul) refusing an operand's dtype: CUDA's and the CPU's wordings
+_FP8_MM = [(re.compile(p), part) for p, part in (
+    (r"Bias must be (?:BFloat16 or Half|[\w ]+?),? but got (?P<got>\w+)", "bias"),
+    (r"scale_a and scale_b must be float|scales should be float", "scale"),
+)]
 _SHORT = {"half": "fp16", "float16": "fp16", "float": "fp32", "float32": "fp32", "bfloat16": "bf16",
           "double": "float64"}
 
@@ -64,6 +69,17 @@ def parse_dtype_error(exc: BaseException) -> Optional[dict]:
             return {"inp": inp, "own": own, "numpy": False}
     m = _NUMPY.search(text)
     return {"inp": _short(m.group("inp")), "own": None, "numpy": True} if m else None
+
+
+def parse_fp8_mm_error(exc: BaseException) -> Optional[dict]:
+    """{'part': 'bias' | 'scale', 'got': dtype name or None} for torch._scaled_mm refusing an operand's dtype."""
+    if not isinstance(exc, (RuntimeError, ValueError)) or isinstance(exc, PrecisionError):
+        return None
+    for pattern, part in _FP8_MM:
+        m = pattern.search(str(exc))
+        if m:
+            return {"part": part, "got": _short(m.groupdict().get("got"))}
+    return None
 
 
 class DtypeMismatchError(PrecisionError):
@@ -176,7 +192,8 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
     """The explained error for a torch dtype error, or None when `exc` is not one."""
     found = parse_dtype_error(exc)
     if found is None:
-        return None
+        mm = parse_fp8_mm_error(exc)
+        return _explain_fp8_mm(exc, mm, node, modules or {}, roles or {}) if mm else None
     modules, inputs, roles = modules or {}, inputs or {}, roles or {}
     site = _locate(exc.__traceback__, modules)
     inp, own = found["inp"], found["own"]
@@ -211,6 +228,18 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
 
     role = _role_of(key, roles)
     role_txt = f"PrecisionPolicy's '{role}'" if role else "the PrecisionPolicy role that runs this model"
+    if (own or "").startswith("float8") and (inp or "fp32") in ("fp16", "bf16", "fp32"):
+        # fp8 is storage only: code used fp8 weights raw (a LoRA delta or a patch added to them), no dtype of the
+        # role's makes torch compute in fp8; weights at the compute dtype do
+        problem = (f"dtype mismatch in {where}: its input is {inp or 'of a wider dtype'}, its weights {own}; fp8 is a "
+                   f"storage dtype torch does not compute in, ComfyUI's ops cast it per layer, and this code used it "
+                   f"raw; {origin}")
+        fix = (f"pass the MODEL through PrecisionPolicy with unet_dtype {inp or 'bf16'} after the LoRA / patch that "
+               f"touches these weights: its clone merges weight patches at the compute dtype, not into the {own} "
+               f"storage; or load the model at fp16/bf16 (UNETLoader weight_dtype default)")
+        problem += f" (torch: {str(exc).splitlines()[0]})."
+        return DtypeMismatchError(node, problem, fix + ".", module_path=path, weight_dtype=own, input_dtype=inp,
+                                  graph_inputs=names, role=role, torch_message=str(exc))
     if found["numpy"]:
         # numpy has no bf16: only running the role at another dtype helps, casting inputs to it would not
         problem = f"a {inp} tensor reached numpy, which has no {inp} type, in {where}; {origin}"
@@ -225,6 +254,40 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
     problem += f" (torch: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})."
     return DtypeMismatchError(node, problem, fix + ".", module_path=path, weight_dtype=own, input_dtype=inp,
                               graph_inputs=names, role=role, torch_message=str(exc))
+
+
+def _scale_dtype(module) -> Optional[str]:
+    """The dtype of a layer's fp8 scale (ComfyUI's scaled fp8 `scale_weight`, a QuantizedTensor's scale)."""
+    for t in (getattr(module, "scale_weight", None), getattr(module, "weight_scale", None),
+              getattr(getattr(module, "weight", None), "_layout_params", {}).get("scale")):
+        if isinstance(t, torch.Tensor):
+            return dtype_name(t.dtype)
+    return None
+
+
+def _explain_fp8_mm(exc, found: dict, node: str, modules: Mapping, roles: Mapping) -> DtypeMismatchError:
+    """torch._scaled_mm (the fp8 matmul of fp8 weights on GPUs that have it) refused a bias or a scale."""
+    site = _locate(exc.__traceback__, modules)
+    key, path, module, tensor = site if site is not None else (None, None, None, None)
+    where = f"{path} ({type(module).__name__})" if site is not None else "the model (submodule unknown)"
+    compute = dtype_name(tensor.dtype) if tensor is not None else None
+    role = _role_of(key, roles) or "unet"
+    fast = ("or load the model without fast fp8 matmul (UNETLoader weight_dtype fp8_e4m3fn, not fp8_e4m3fn_fast; "
+            "no --fast fp8_matrix_mult): its weights are then dequantized per layer")
+    if found["part"] == "bias":
+        got = found["got"] or "another dtype"
+        problem = (f"fp8 matmul (torch._scaled_mm) in {where} refused a {got} bias: it takes a bf16 or fp16 bias and "
+                   f"output, and the layer computes at {compute or got}")
+        fix = (f"set PrecisionPolicy's '{role}' to bf16 (fp16 where the GPU has no bf16): ComfyUI then casts the bias "
+               f"and the output to it; {fast}")
+    else:
+        scale = _scale_dtype(module) if module is not None else None
+        problem = (f"fp8 matmul (torch._scaled_mm) in {where} refused its scales: it takes fp32 scales, and this "
+                   f"layer's scale is {scale or 'of another dtype'} (the checkpoint's scale_weight / weight_scale)")
+        fix = f"save the checkpoint's scale tensors as fp32 (a scale is one number: no loss); {fast}"
+    problem += f" (torch: {str(exc).splitlines()[0]})."
+    return DtypeMismatchError(node, problem, fix + ".", module_path=path, weight_dtype="float8", input_dtype=compute,
+                              role=role, torch_message=str(exc))
 
 
 class explain_dtype_errors:
@@ -249,7 +312,7 @@ class explain_dtype_errors:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None or not isinstance(exc, (RuntimeError, TypeError)):
+        if exc is None or not isinstance(exc, (RuntimeError, TypeError, ValueError)):
             return False
         try:
             err = explain(exc, self.node, self.modules, self.inputs, self.roles)
@@ -328,6 +391,25 @@ def _named(names) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
+def _packed_weight(site, modules: Mapping, want: Optional[int], got: int) -> Optional[tuple]:
+    """(name, tensor) of a packed quantized weight (GGUF blocks) whose stored rows are `want` long where its logical
+    rows are `got`: what a plain matmul meets when code uses such a weight itself instead of calling its layer."""
+    def fits(t) -> bool:
+        return (isinstance(t, torch.Tensor) and storage_of(t).packed and t.dim() == 2 and t.size(-1) == want
+                and int(t.shape[-1]) == got)
+    names = {}
+    for key, root in modules.items():
+        if isinstance(root, torch.nn.Module):
+            for n, t in root.named_parameters():
+                names.setdefault(id(t), (f"{key}.{n}", t))
+    owner = site[2] if site is not None else None
+    candidates = list(owner.parameters()) if isinstance(owner, torch.nn.Module) else list(held(owner)) if owner else []
+    for t in candidates:
+        if fits(t):
+            return names.get(id(t), ("a weight it holds", t))
+    return next(((n, t) for n, t in names.values() if fits(t)), None)
+
+
 def explain_shape(exc: BaseException, node: str, modules: Optional[Mapping] = None,
                   inputs: Optional[Mapping] = None, roles: Optional[Mapping] = None,
                   families: Optional[Mapping] = None) -> Optional[ShapeMismatchError]:
@@ -349,6 +431,19 @@ def explain_shape(exc: BaseException, node: str, modules: Optional[Mapping] = No
         where = f"{path} ({type(module).__name__})"
         if tensor is not None and _size(tensor, axis) != got:
             tensor = None
+    packed = _packed_weight(site, modules, want, got) if axis == "features" and want is not None else None
+    if packed is not None:
+        name, w = packed
+        fmt = storage_of(w).format
+        problem = (f"{fmt} packed storage reached a plain matmul in {where}: weight '{name}' holds "
+                   f"{list(w.shape)} values as {list(w.size())} bytes ({w.dtype}), and this code multiplies the stored "
+                   f"bytes ({want} per row) with an input of {got} features instead of calling the layer, whose ops "
+                   f"dequantize it (torch: {str(exc).splitlines()[0]}).")
+        fix = (f"keep '{name.split('.', 1)[-1]}' unquantized (F16) when making the GGUF file (the converter's keep "
+               "list), or load an F16 / fp8 safetensors file of this model; or make the code that uses it call its "
+               "layer (or dequantize it) instead of reading its storage")
+        return ShapeMismatchError(node, problem, fix + ".", module_path=path, axis=axis, want=want, got=got,
+                                  graph_inputs=[], torch_message=str(exc))
     named = list(_graph_tensors(inputs))
     certain = [n for n, t in named if tensor is not None and (t is tensor or (
         t.numel() and t.device == tensor.device and t.data_ptr() == tensor.data_ptr() and t.shape == tensor.shape))]

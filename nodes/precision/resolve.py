@@ -36,6 +36,9 @@ class Facts:
     # For `intermediate`: the value goes to a node outside the pack (core or third-party), which takes what it was
     # written for, whatever the context says: the dtype of the weights it holds itself (`stored`), else ComfyUI's.
     foreign: bool = False
+    # Its weights' storage formats when some are quantized ("GGUF Q8_0 + GGUF F32"), else "": their dtype is how they
+    # are stored, `native` what its ops dequantize them to
+    storage: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +98,7 @@ def resolve(ctx: PrecisionContext, role: str, facts: Facts) -> Resolution:
         reason = f"set to {choice}"
         if native is not None and native != dtype:
             reason += f"; ComfyUI chose {dtype_name(native)} for {where}"
-        return Resolution(role, choice, dtype, native, reason, device)
+        return Resolution(role, choice, dtype, native, reason + _stored(facts), device)
     if native is None:
         dtype = pack_default(role, facts)
         return Resolution(role, choice, dtype, None, f"auto: the pack's default on {device}", device)
@@ -105,4 +108,8 @@ def resolve(ctx: PrecisionContext, role: str, facts: Facts) -> Resolution:
             wider = torch.bfloat16 if facts.bf16 else torch.float32
             return Resolution(role, choice, wider, native,
                               f"auto: ComfyUI chose fp16 for {where}, widened to {dtype_name(wider)}: {why}", device)
-    return Resolution(role, choice, native, native, f"auto: ComfyUI's choice for {where}", device)
+    return Resolution(role, choice, native, native, f"auto: ComfyUI's choice for {where}{_stored(facts)}", device)
+
+
+def _stored(facts: Facts) -> str:
+    return f"; weights stored as {facts.storage}, dequantized per layer by its ops" if facts.storage else ""

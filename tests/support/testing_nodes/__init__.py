@@ -316,3 +316,7 @@ NODE_CLASS_MAPPINGS.update({"PSTest_HalfNormFilter": HalfNormFilter, "PSTest_Cas
 from .impact_style import NODE_CLASS_MAPPINGS as _IMPACT_STYLE  # noqa: E402  (SEGS as Impact Pack makes and reads them)
 
 NODE_CLASS_MAPPINGS.update(_IMPACT_STYLE)
+
+from .gguf_style import NODE_CLASS_MAPPINGS as _GGUF_STYLE  # noqa: E402  (GGUF models as ComfyUI-GGUF lays them out)
+
+NODE_CLASS_MAPPINGS.update(_GGUF_STYLE)
