@@ -30,7 +30,7 @@ from .sampling import resample, sampling_model
 class Result:
     image: torch.Tensor  # the detailed batch
     mask: torch.Tensor  # union of the feathered paste masks
-    before: list = dataclasses.field(default_factory=list)  # crops of the regions that went through, before
+    before: list = dataclasses.field(default_factory=list)  # [1, h, w, 3] crops of the regions sampled, before
     after: list = dataclasses.field(default_factory=list)  # ... and after (unchanged where nothing was pasted)
     crops: dict = dataclasses.field(default_factory=dict)  # region index -> crop for the SEGS output
     detailed: set = dataclasses.field(default_factory=set)  # indices of regions pasted back
@@ -114,8 +114,8 @@ class Detail:
                         area = out.mask[r.image_index, y0:y1, x0:x1]
                         torch.maximum(area, soft, out=area)
                         out.detailed.add(r.index)
-                    out.before.append(original[None])
-                    out.after.append((original if patch is None else patch)[None])
+                    out.before.append(original)
+                    out.after.append(original if patch is None else patch)
                     out.crops[r.index] = original if patch is None else patch
             pbar.update(1)
         self._warn_kept_out()
@@ -123,10 +123,17 @@ class Detail:
 
     def _on_host(self, out: Result) -> Result:
         """The outputs where the input images were (one copy each)."""
-        host = self.work.device
+        host, moved = self.work.device, {}
+
+        def back(t):  # a crop in several outputs is copied once
+            if id(t) not in moved:
+                moved[id(t)] = t.to(host)
+            return moved[id(t)]
+
         return dataclasses.replace(out, image=out.image.to(host), mask=out.mask.to(host),
-                                   before=[t.to(host) for t in out.before], after=[t.to(host) for t in out.after],
-                                   crops={k: v.to(host) for k, v in out.crops.items()})
+                                   before=[back(t)[None] for t in out.before],
+                                   after=[back(t)[None] for t in out.after],
+                                   crops={k: back(v) for k, v in out.crops.items()})
 
     def _fit(self, groups):
         """`groups` split so each batch's sampler + VAE encode fits in the free memory (ComfyUI's estimates), before
