@@ -11,14 +11,15 @@ import dataclasses
 
 import comfy.model_management as mm
 import comfy.sample
+import comfy.samplers
 import node_helpers
 import torch
 
 from ..host.attach import model_with_policy
 from ..host.copies import vae_at_dtype
-from ..host.facts import model_compute_dtype, resolution
+from ..host.facts import resolution
 from ..host.vae_decode import safe_decode
-from ..precision.context import PrecisionContext, dtype_name
+from ..precision.context import PrecisionContext
 from ..precision.diagnose import explain_dtype_errors
 from ..precision.finite import nonfinite_items
 from ..precision.report import PrecisionRecord
@@ -54,13 +55,30 @@ def differential_denoise_mask(sigma, denoise_mask, extra_options):
     return (denoise_mask >= threshold).to(denoise_mask.dtype)
 
 
-def sampling_model(model, ctx: PrecisionContext, opts: SamplingOptions):
-    """The MODEL the Detailer samples with: a clone at the context's unet dtype, with differential diffusion when
-    the denoise mask is soft. The shared MODEL is not touched."""
-    clone, _ = model_with_policy(model, ctx)
+def sampling_model(model, ctx: PrecisionContext, opts: SamplingOptions, dtype: torch.dtype | None = None):
+    """The MODEL the Detailer samples with: a clone at the context's unet dtype (or at `dtype`, for a retry), with
+    differential diffusion when the denoise mask is soft. The shared MODEL is not touched."""
+    want = resolution(ctx, "unet", model)
+    if dtype is not None:
+        want = dataclasses.replace(want, dtype=dtype, reason="re-sampling non-finite regions wider")
+    clone, _ = model_with_policy(model, ctx, want)
     if opts.noise_mask and opts.noise_mask_feather > 0 and "denoise_mask_function" not in clone.model_options:
         clone.set_model_denoise_mask_function(differential_denoise_mask)
     return clone
+
+
+def custom_sampling(model, opts: SamplingOptions):
+    """(SAMPLER, SIGMAS) when a custom sampler or schedule is connected (the other one from the widgets, as
+    KSampler would make it), else None: SamplerCustom's way, for every region."""
+    if opts.sampler is None and opts.sigmas is None:
+        return None
+    sampler = opts.sampler if opts.sampler is not None else comfy.samplers.sampler_object(opts.sampler_name)
+    sigmas = opts.sigmas
+    if sigmas is None:
+        sigmas = comfy.samplers.KSampler(model, steps=opts.steps, device=model.load_device, sampler=opts.sampler_name,
+                                         scheduler=opts.scheduler, denoise=opts.denoise,
+                                         model_options=model.model_options).sigmas
+    return sampler, sigmas
 
 
 def has_inpaint_channels(model) -> bool:
@@ -103,18 +121,22 @@ def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.
         else:
             latent = encode(vae, pixels, ctx, record, tile_in)
     noise_mask = soft_mask(masks, opts.noise_mask_feather)[:, None] if opts.noise_mask else None
-    record.ran_at("unet", dtype_name(model_compute_dtype(model)), torch.device(model.load_device).type)
     sampled_bad: set[int] = set()
     samples = latent
+    custom = custom_sampling(model, opts)
     for c in range(opts.cycles):
         mm.throw_exception_if_processing_interrupted()
         # One noise tensor per region from its own seed: the batch equals the regions done one by one.
         noise = torch.cat([comfy.sample.prepare_noise(samples[i:i + 1], s + c) for i, s in enumerate(seeds)])
         with clock("sample"), explain_dtype_errors(f"{record.node} / sample", modules={"unet": model.model},
                                                    inputs={"latent": samples, "positive": positive[0][0]}):
-            samples = comfy.sample.sample(
-                model, noise, opts.steps, opts.cfg, opts.sampler_name, opts.scheduler, positive, negative, samples,
-                denoise=opts.denoise, noise_mask=noise_mask, seed=seeds[0] + c, disable_pbar=True)
+            if custom is None:
+                samples = comfy.sample.sample(
+                    model, noise, opts.steps, opts.cfg, opts.sampler_name, opts.scheduler, positive, negative, samples,
+                    denoise=opts.denoise, noise_mask=noise_mask, seed=seeds[0] + c, disable_pbar=True)
+            else:
+                samples = comfy.sample.sample_custom(model, noise, opts.cfg, *custom, positive, negative, samples,
+                                                     noise_mask=noise_mask, seed=seeds[0] + c, disable_pbar=True)
         sampled_bad.update(nonfinite_items(samples))
     out = pixels[..., :3].float().clone()
     ok = [i for i in range(b) if i not in sampled_bad]

@@ -3,7 +3,8 @@
 - DetectionOptions: which detections become regions and how their crops and masks are shaped.
 - SamOptions: how SAM is prompted and which of its masks are kept.
 - CropOptions: the size a region is sampled at, whether large regions are left alone, and the paste feather.
-- SamplingOptions: the sampler, the two seam cures (inpaint model, soft denoise mask) and VAE tiling.
+- SamplingOptions: the sampler (or a custom SAMPLER / SIGMAS), the two seam cures (inpaint model, soft denoise
+  mask) and VAE tiling.
 
 Defaults are the node's defaults: an unconnected options input means these values.
 """
@@ -89,11 +90,27 @@ class SamplingOptions:
     tiled_encode: bool = False
     tiled_decode: bool = False
     tile_size: int = 512  # VAE tile size in pixels when tiled
+    sampler: object = None  # a custom SAMPLER: replaces sampler_name
+    sigmas: object = None  # a custom SIGMAS [steps + 1] tensor: replaces steps, scheduler and denoise
 
     def __post_init__(self):
         _check(0.0 <= self.denoise <= 1.0, f"denoise must be in [0, 1], got {self.denoise}")
         _check(self.cycles >= 1 and self.steps >= 1, "steps and cycles must be >= 1")
         _check(self.tile_size >= 64 and self.tile_size % 8 == 0, "tile_size must be a multiple of 8, >= 64")
+        _check(self.sigmas is None or len(self.sigmas) >= 2, "SIGMAS must hold at least two values (one step)")
+
+    @property
+    def custom(self) -> str:
+        """What the custom inputs replace, for the record ('' when neither is connected)."""
+        parts = ([f"custom SAMPLER (not {self.sampler_name})"] if self.sampler is not None else []) + (
+            [f"custom SIGMAS ({len(self.sigmas) - 1} steps; steps, scheduler and denoise unused)"]
+            if self.sigmas is not None else [])
+        return " and ".join(parts) + (" for every region" if parts else "")
+
+    @property
+    def runs(self) -> bool:
+        """Whether anything is re-sampled: denoise 0 with no custom SIGMAS leaves every region as it is."""
+        return self.denoise > 0 or self.sigmas is not None
 
     @staticmethod
     def tiling(choice: str) -> dict:

@@ -111,9 +111,7 @@ def test_resample_regions_on_cuda_batched_equals_one_by_one(checkpoint, images):
     res = resample(sampler_model, pos, neg, vae, pixels, masks, [10, 11, 12], opts, DEFAULT, record)
     out = res.pixels
     assert out.shape == (3, 64, 64, 3) and torch.isfinite(out).all() and res.failed == ()
-    from precision_safe.nodes.host.facts import model_compute_dtype
-    from precision_safe.nodes.precision.context import dtype_name
-    assert record.ran["unet"] == f"{dtype_name(model_compute_dtype(model))} · cuda" and record.ran["vae"] == "bf16 · cuda"
+    assert record.ran["vae"] == "bf16 · cuda"  # the unet's dtype is recorded by the pipeline, once per run
     assert record.retries == [] and record.warnings == []
     one = [resample(sampler_model, pos, neg, vae, pixels[i:i + 1], masks[i:i + 1], [10 + i], opts, DEFAULT,
                     PrecisionRecord("Detailer")).pixels for i in range(3)]
