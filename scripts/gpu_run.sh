@@ -25,7 +25,7 @@ if [ "${1:-}" = "prepare" ]; then
     rm -rf "$CARRY" && mkdir -p "$CARRY/site" "$CARRY/wheels"
     for p in ultralytics ultralytics_thop-* thop ultralytics_platform segment_anything torchsde trampoline alembic \
              mako pydantic pydantic-[0-9]* pydantic_settings dotenv annotated_types typing_inspection \
-             typing_extensions.py typing_extensions-* kornia kornia-* spandrel spandrel-* websocket; do
+             typing_extensions.py typing_extensions-* kornia kornia-* spandrel spandrel-* websocket gguf; do
         cp -r "$SITE"/$p "$CARRY/site/"
     done
     .host/venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
