@@ -1,6 +1,6 @@
 # The test host: a venv and a ComfyUI tree. By default .host/, the pinned ComfyUI 0.3.75 that CI uses (built on
-# first use by scripts/setup_host.sh, reused after). `HOST=DIR` runs any target against another tree set up by
-# `bash scripts/setup_comfy_host.sh PATH/TO/ComfyUI DIR`, e.g. `make test HOST=.host-0.33`.
+# first use by scripts/host/setup_host.sh, reused after). `HOST=DIR` runs any target against another tree set up by
+# `bash scripts/host/setup_comfy_host.sh PATH/TO/ComfyUI DIR`, e.g. `make test HOST=.host-0.33`.
 HOST    ?= .host
 PY      := $(HOST)/venv/bin/python
 COMFY   := $(HOST)/ComfyUI
@@ -14,20 +14,20 @@ export MPLCONFIGDIR := $(abspath $(HOST))/mplconfig
 
 ifeq ($(HOST),.host)
 host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
-.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/setup_host.sh scripts/host-requirements.txt scripts/host-constraints.txt scripts/test-requirements.txt
-	bash scripts/setup_host.sh
+.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/host/setup_host.sh scripts/host/host-requirements.txt scripts/host/host-constraints.txt scripts/host/test-requirements.txt
+	bash scripts/host/setup_host.sh
 	touch .host/.venv-ok .host/.comfy-ok .host/.web-ok
 else
 host:
 	@test -f $(HOST)/.venv-ok -a -f $(COMFY)/main.py || \
-	  { echo "no test host in $(HOST): bash scripts/setup_comfy_host.sh PATH/TO/ComfyUI $(HOST)"; exit 1; }
+	  { echo "no test host in $(HOST): bash scripts/host/setup_comfy_host.sh PATH/TO/ComfyUI $(HOST)"; exit 1; }
 endif
 
 models: host
-	$(PY) scripts/make_tiny_models.py $(COMFY)
+	$(PY) scripts/fixtures/make_tiny_models.py $(COMFY)
 
 demo: models
-	$(PY) scripts/run_workflows.py --comfy $(COMFY) --out out
+	$(PY) scripts/fixtures/run_workflows.py --comfy $(COMFY) --out out
 
 # The host's ComfyUI with its web editor, the pack and the tiny models, for a person to click around:
 # open http://127.0.0.1:8188 (PORT=... for another port). On the CPU; SERVE_ARGS= (empty) on a machine with a GPU.
@@ -45,19 +45,19 @@ test-unit: host
 	$(PY) -m pytest tests/unit -q
 
 bench: models
-	$(PY) scripts/bench.py --comfy $(COMFY)
+	$(PY) scripts/bench/bench.py --comfy $(COMFY)
 
-# On a CUDA machine with this host; on the lent GPU machine use `bash scripts/gpu_run.sh` (see BENCHMARKS.md).
+# On a CUDA machine with this host; on the lent GPU machine use `bash scripts/bench/gpu_run.sh` (see BENCHMARKS.md).
 bench-gpu: models
-	$(PY) scripts/make_tiny_models.py $(COMFY) --full
-	$(PY) scripts/bench_server.py --comfy $(COMFY) --cuda --ckpt sd15_full_random.safetensors --size 512 --steps 20
+	$(PY) scripts/fixtures/make_tiny_models.py $(COMFY) --full
+	$(PY) scripts/bench/bench_server.py --comfy $(COMFY) --cuda --ckpt sd15_full_random.safetensors --size 512 --steps 20
 
 # 200 prompts over the HTTP API: expected outcomes, same prompt -> same image, resident memory flat (issue 6).
 soak: models
-	$(PY) scripts/soak.py --comfy $(COMFY)
+	$(PY) scripts/bench/soak.py --comfy $(COMFY)
 
 workflows: host
-	$(PY) scripts/make_workflows.py
+	$(PY) scripts/fixtures/make_workflows.py
 
 clean-out:
 	rm -rf out

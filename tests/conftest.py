@@ -67,8 +67,8 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _connect)
     monkeypatch.setattr(socket, "getaddrinfo", _getaddrinfo)
 
-# the harness (tests/support) and the client it shares with the scripts (scripts/comfy_client.py)
-sys.path[:0] = [os.path.join(ROOT, "tests", "support"), os.path.join(ROOT, "scripts")]
+# the harness (tests/support), with the ComfyUI client the scripts share (comfy_client.py)
+sys.path[:0] = [os.path.join(ROOT, "tests", "support")]
 
 
 @pytest.fixture(scope="session")
@@ -81,5 +81,5 @@ def comfy():
 def pytest_sessionfinish(session, exitstatus):
     """The servers and the in-process host are done: the PSTest_* nodes leave the dev host's custom_nodes/, so a
     ComfyUI started from it later (`make serve`) shows only the pack."""
-    from host_paths import unlink_testing_nodes
+    from comfy_client import unlink_testing_nodes
     unlink_testing_nodes()

@@ -36,7 +36,7 @@ _blocked: list[str] = []
 def _frontend_static() -> str:
     spec = importlib.util.find_spec("comfyui_frontend_package")
     if spec is None or not spec.submodule_search_locations:
-        pytest.fail("comfyui-frontend-package is not installed in this venv: run `make host` (scripts/setup_host.sh)")
+        pytest.fail("comfyui-frontend-package is not installed in this venv: run `make host` (scripts/host/setup_host.sh)")
     static = os.path.join(list(spec.submodule_search_locations)[0], "static")
     assert os.path.isfile(os.path.join(static, "index.html")), static
     return static
@@ -62,7 +62,7 @@ def browser_context():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed in this venv: run `make host` (scripts/setup_host.sh)")
+        pytest.fail("playwright is not installed in this venv: run `make host` (scripts/host/setup_host.sh)")
     with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="ps_chromium_") as profile:
         context = pw.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,

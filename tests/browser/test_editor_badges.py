@@ -11,7 +11,7 @@ import os
 import pytest
 
 from browser_editor import widget_values
-from host_paths import ROOT
+from comfy_client import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from comfy_execution.graph_utils import GraphBuilder
 
-from host_paths import TAESD
+from comfy_client import TAESD
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from comfy_execution.graph_utils import GraphBuilder
 from PIL import Image
 
 from graphs import detailer, policy
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT
 from shapes import make_scene, make_scenes
 
 

@@ -11,7 +11,7 @@ from comfy_execution.graph_utils import GraphBuilder
 from PIL import Image
 
 from graphs import detailer, policy
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT
 
 OVERFLOW_LORA = "tiny_overflow_lora.safetensors"  # finite merged at bf16/fp32, inf merged into fp16 weights
 

@@ -8,7 +8,7 @@ from comfy_execution.graph_utils import GraphBuilder
 
 import detailer_models
 from graphs import detailer, save_input
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT
 
 SIDE = 24
 SQUARES = ((10, 10), (80, 12), (12, 84), (86, 86))

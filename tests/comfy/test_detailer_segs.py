@@ -6,7 +6,7 @@ import torch
 from comfy_execution.graph_utils import GraphBuilder
 
 from graphs import detailer, save_input
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT
 
 SIDE = 24
 SQUARES = ((10, 10), (80, 12), (12, 84), (86, 86))

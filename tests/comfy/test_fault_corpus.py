@@ -52,7 +52,7 @@ from comfy_execution.graph_utils import GraphBuilder
 from PIL import Image
 
 from graphs import detailer, overflow_batch, overflow_vae, policy, txt2img
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT, ROOT
 
 
 # core's own savers warn on NaN pixels (numpy's cast warning is all stock ComfyUI says); asserted where it matters
@@ -335,7 +335,6 @@ def test_overflow_vae_fp16__stock_black_image__pack_retries_errors_or_warns(comf
 @pytest.fixture(scope="module")
 def tiny_sam():
     from precision_safe.nodes.detect.sam import load_sam
-    from host_paths import ROOT
     return load_sam(os.path.join(ROOT, "tests", "assets", "models", "sams", "tiny_sam_shapes.pth"))
 
 
@@ -362,7 +361,6 @@ def test_half_sam_in_detailer__stock_segment_anything_matmul_error__pack_half_en
 
 def test_bf16_detector_fed_fp32__stock_ultralytics_input_type_error__pack_casts_input(comfy, shape_image):
     from precision_safe.nodes.detect.safe_load import load_yolo
-    from host_paths import ROOT
     yolo = load_yolo(os.path.join(ROOT, "tests", "assets", "models", "ultralytics", "bbox", "tiny_shapes_bbox.pt"))
     net = copy.deepcopy(yolo.model).to(torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"Input type \(torch.FloatTensor\) and weight type"):

@@ -126,7 +126,7 @@ def test_gguf_packed_storage_reaching_a_plain_matmul_is_explained_and_the_fix_wo
     assert not r.success and r.error["node_id"] == sampler.id  # on core KSampler
     msg = r.error["exception_message"]
     assert "mat1 and mat2 shapes cannot be multiplied" in msg  # torch's own text, quoted
-    assert f"GGUF Q8_0 packed storage reached a plain matmul in patch" in msg
+    assert "GGUF Q8_0 packed storage reached a plain matmul in patch" in msg
     assert f"weight 'unet.{weight}' holds [320, 320] values as [320, 340] bytes (torch.uint8)" in msg
     assert f"keep '{weight}' unquantized (F16) when making the GGUF file" in msg
     # the fix: the same file made again with that weight kept F16

@@ -4,7 +4,7 @@ import torch
 from comfy_execution.graph_utils import GraphBuilder
 
 from graphs import policy, txt2img
-from host_paths import CHECKPOINT
+from comfy_client import CHECKPOINT
 
 
 def _policy_on_checkpoint(g, **choices):

@@ -3,7 +3,7 @@
 Everything here is marked `gpu` and skipped when torch sees no CUDA device (CI and the CPU dev host). ComfyUI is
 imported lazily, inside fixtures, so collecting this folder on a CPU machine imports nothing from it.
 
-Where ComfyUI lives: $COMFYUI_DIR, else the dev host's .host/ComfyUI. scripts/gpu_run.sh sets it up on the GPU
+Where ComfyUI lives: $COMFYUI_DIR, else the dev host's .host/ComfyUI. scripts/bench/gpu_run.sh sets it up on the GPU
 machine (carried tree, carried pure-Python packages, tiny models regenerated there).
 """
 import os
@@ -50,7 +50,8 @@ def comfy_dir(cuda):
     models = [os.path.join(COMFY_DIR, "models", "checkpoints", CHECKPOINT)] + [
         os.path.join(COMFY_DIR, "models", "vae", name) for name in (OVERFLOW_VAE, TAESD)]
     if not all(os.path.exists(path) for path in models):
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), COMFY_DIR], check=True)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "fixtures" / "make_tiny_models.py"), COMFY_DIR],
+                       check=True)
     return COMFY_DIR
 
 

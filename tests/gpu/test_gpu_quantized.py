@@ -21,7 +21,8 @@ def unets(comfy_dir):
     import quantized_models as qm
     folder = os.path.join(comfy_dir, "models", "diffusion_models")
     if not os.path.exists(os.path.join(folder, qm.UNET)):
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_models.py"), comfy_dir], check=True)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "fixtures" / "make_tiny_models.py"), comfy_dir],
+                       check=True)
     qm.ensure(folder, with_gguf=False)  # the GPU tier runs the fp8 formats
     return folder
 

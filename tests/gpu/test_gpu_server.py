@@ -8,7 +8,6 @@ import glob
 import io
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERFLOW_VAE = "tiny_overflow_vae.safetensors"
-sys.path.insert(0, str(ROOT / "scripts"))
-from comfy_client import ComfyServer, link_testing_nodes, ui_to_api  # noqa: E402
+from comfy_client import ComfyServer, link_testing_nodes, ui_to_api  # noqa: E402  (tests/support)
 from graphs import POLICY, api_txt2img  # noqa: E402  (tests/support, on sys.path from tests/conftest.py)
 
 pytestmark = pytest.mark.gpu

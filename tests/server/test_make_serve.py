@@ -8,11 +8,10 @@ import urllib.request
 
 import pytest
 
-from host_paths import ROOT
+from comfy_client import ROOT, free_port
 
 
 def test_make_serve_starts_comfyui_with_the_editor_and_the_pack():
-    from comfy_client import free_port
     port = free_port()
     proc = subprocess.Popen(["make", "-s", "serve", f"PORT={port}"], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -3,14 +3,14 @@ import glob
 import io
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_client import ui_to_api
+from comfy_client import ROOT, ui_to_api
 from graphs import ERROR_MODE_PROMPT
-from host_paths import ROOT
 
 WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "workflows", "*.json")))
 
@@ -21,6 +21,7 @@ def _load(path):
 
 
 def test_workflows_are_in_sync_with_their_source(server):
+    sys.path.insert(0, os.path.join(ROOT, "scripts", "fixtures"))
     from make_workflows import build_all
     built = build_all(server.object_info())
     on_disk = {os.path.splitext(os.path.basename(p))[0]: _load(p) for p in WORKFLOWS}

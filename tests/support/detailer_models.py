@@ -10,7 +10,7 @@
 import importlib.util
 import os
 
-from host_paths import CHECKPOINT, COMFY_DIR, ROOT
+from comfy_client import CHECKPOINT, COMFY_DIR, ROOT
 
 INPAINT_UNET = "tiny_sd15_inpaint.safetensors"
 NAN_LORA = "tiny_nan.safetensors"
@@ -56,7 +56,8 @@ def _controlnet():
     import torch
     import comfy.ops
     from comfy.cldm.cldm import ControlNet
-    spec = importlib.util.spec_from_file_location("make_tiny_models", os.path.join(ROOT, "scripts", "make_tiny_models.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_tiny_models", os.path.join(ROOT, "scripts", "fixtures", "make_tiny_models.py"))
     tiny = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tiny)
     torch.manual_seed(1)

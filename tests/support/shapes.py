@@ -1,6 +1,6 @@
 """Synthetic scenes of coloured squares and circles with exact ground truth (boxes, masks, polygons).
 
-One generator serves both the training script (scripts/make_detector_models.py) and the tests, so the
+One generator serves both the training script (scripts/fixtures/make_detector_models.py) and the tests, so the
 fixture images are drawn from the same distribution the committed tiny models were trained on.
 Pure numpy: deterministic for a given `np.random.Generator` seed, no file or network access.
 """

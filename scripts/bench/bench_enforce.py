@@ -8,7 +8,7 @@
    after it runs again. Printed: medians, the on/off ratio beside the
    off/off ratio (the same graph timed twice: the noise floor), and the difference per wrapped node.
 
-Usage: python scripts/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge] [--cuda]
+Usage: python scripts/bench/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge] [--cuda]
 (part 1 runs ComfyUI in-process with --cpu; part 2's server runs on the GPU with --cuda, else with --cpu.)
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 import time
 import timeit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 
 POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
               sam_dtype="auto", intermediate_dtype="auto", on_mismatch="cast", on_nonfinite="retry")

@@ -3,7 +3,7 @@
 Interleaved (the order flips every round) so drift in CPU clocks hits both sides alike; prints medians, their
 ratio and the median of per-round paired ratios (robust when
 other processes share the CPU; goal: <= 1.01, i.e. within noise) and the bare enter/exit cost of the context manager.
-    OMP_NUM_THREADS=2 .host/venv/bin/python scripts/bench_diagnose.py [rounds]
+    OMP_NUM_THREADS=2 .host/venv/bin/python scripts/bench/bench_diagnose.py [rounds]
 """
 import importlib.util
 import os
@@ -15,7 +15,7 @@ import timeit
 import torch
 import torch.nn as nn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # import the pack under a unique name, as tests/conftest.py does (its `nodes/` folder must not shadow ComfyUI's)
 spec = importlib.util.spec_from_file_location("precision_safe", os.path.join(ROOT, "__init__.py"),
                                               submodule_search_locations=[ROOT])

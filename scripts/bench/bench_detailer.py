@@ -1,6 +1,6 @@
 """Detailer benchmark in a real ComfyUI server: batched vs one region at a time, with an A/A noise floor.
 
-Starts ComfyUI with this pack (scripts/comfy_client.py), generates an image with four regions — three whose
+Starts ComfyUI with this pack (tests/support/comfy_client.py), generates an image with four regions — three whose
 crops are sampled at CROP x CROP and one larger square sampled at its own size (~1.5 CROP), or with --same-size
 four sampled at CROP x CROP — and queues Detailer prompts over the HTTP API. Each prompt changes the seed, so the Detailer re-runs while the loaders stay cached.
 The Detailer's time per prompt is the gap between its `executing` websocket message and the next one.
@@ -12,9 +12,9 @@ ratio, each stage's median from the node's record (detect, sam, crop, encode, sa
 share of the Detailer's time spent outside the sampler (everything but `sample`).
 
 CPU (the dev host, tiny models):
-    python scripts/bench_detailer.py --comfy .host/ComfyUI --crop 96 --steps 4 --rounds 3
+    python scripts/bench/bench_detailer.py --comfy .host/ComfyUI --crop 96 --steps 4 --rounds 3
 GPU (ComfyUI's own device choice, a full-size SD1.5 checkpoint in models/checkpoints):
-    python scripts/bench_detailer.py --comfy COMFYUI_DIR --cuda --ckpt NAME.safetensors --crop 512 \\
+    python scripts/bench/bench_detailer.py --comfy COMFYUI_DIR --cuda --ckpt NAME.safetensors --crop 512 \\
         --steps 20 --rounds 5 --json out/bench_detailer.json
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
 from comfy_client import ComfyServer  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = {"batched": 0, "one_by_one": 1, "batched_again": 0}
 STAGES = ("detect", "sam", "crop", "encode", "sample", "decode", "paste")
 

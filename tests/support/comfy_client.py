@@ -22,7 +22,7 @@ import uuid
 
 import websocket  # websocket-client
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The ComfyUI tree: $COMFYUI_DIR (`make test HOST=...` sets it), else the pinned host's (`make host`).
 COMFY_DIR = os.path.abspath(os.environ.get("COMFYUI_DIR") or os.path.join(ROOT, ".host", "ComfyUI"))
 CHECKPOINT = "tiny_sd15.safetensors"
@@ -33,7 +33,8 @@ TESTING_NODES = os.path.join(ROOT, "tests", "support", "testing_nodes")
 
 def ensure_models(comfy_dir=COMFY_DIR):
     """The tiny models (and the committed detector/SAM files) in the tree's models/ folders."""
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_tiny_models.py"), comfy_dir], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "fixtures", "make_tiny_models.py"), comfy_dir],
+                   check=True)
 
 
 def link_testing_nodes(comfy_dir=COMFY_DIR):

@@ -19,9 +19,9 @@ Sections (--sections, default all):
             at its defaults (auto, enforce_downstream on: every link into KSampler, VAEDecode and SaveImage gets a
             conform step), interleaved, stock twice for the A/A floor.
 
-Usage: python scripts/bench_server.py --comfy COMFYUI_DIR [--cuda] [--ckpt NAME] [--size 512] [--steps 20] [--n 6]
+Usage: python scripts/bench/bench_server.py --comfy COMFYUI_DIR [--cuda] [--ckpt NAME] [--size 512] [--steps 20] [--n 6]
                                       [--json FILE] [--sections ksampler,share,...]
-The GPU tier runs it on the H200 with the full-size SD1.5 random checkpoint (scripts/gpu_run.sh).
+The GPU tier runs it on the H200 with the full-size SD1.5 random checkpoint (scripts/bench/gpu_run.sh).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import statistics
 import sys
 import os
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
 from comfy_client import ComfyServer  # noqa: E402
 
 POLICY = dict(unet_dtype="auto", vae_dtype="auto", text_encoder_dtype="auto", detector_dtype="auto",
@@ -86,7 +86,7 @@ def decode_prompt(ckpt, core, mult, size):
 
 
 def overflow_prompt(vae_dtype, mult, size):
-    """A VAE that overflows in fp16 (scripts/make_tiny_models.py) decoding a real latent (a grey image encoded,
+    """A VAE that overflows in fp16 (scripts/fixtures/make_tiny_models.py) decoding a real latent (a grey image encoded,
     scaled by 100 * `mult`, mult <= 1) through a policy: at fp16 SafeVAEDecode finds the NaN and decodes again at
     bf16; at bf16 it decodes once."""
     return {

@@ -1,7 +1,7 @@
 """Where SafeVAEDecode's time goes beside core VAEDecode, in this process (no server): both nodes through their real
 entry points on one latent, interleaved, then the steps SafeVAEDecode adds or moves, timed alone on the same tensors.
 
-    python scripts/bench_decode_parts.py [--cuda] [--ckpt NAME] [--size 1024] [--repeats 15] [--threads 2,0]
+    python scripts/bench/bench_decode_parts.py [--cuda] [--ckpt NAME] [--size 1024] [--repeats 15] [--threads 2,0]
 
 `--threads` lists torch CPU thread counts to measure under (0: the machine's default); ComfyUI's IMAGE lives on the
 CPU, so the CPU-side passes over it depend on them. Prints medians in ms and ratios, with core vs core (A/A).
@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
 from comfy_client import CHECKPOINT, COMFY_DIR, ensure_models, import_comfy, pack_module  # noqa: E402
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
-from comfy_client import CHECKPOINT, COMFY_DIR, OVERFLOW_VAE, ensure_models, import_comfy
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
+from comfy_client import CHECKPOINT, COMFY_DIR, OVERFLOW_VAE, ensure_models, import_comfy  # noqa: E402
 
 
 def timed(fn, repeats):
