@@ -39,6 +39,7 @@ _NUMPY = re.compile(r"Got unsupported ScalarType (?P<inp>\w+)")
 # torch._scaled_mm (fp8 matmul) refusing an operand's dtype: CUDA's and the CPU's wordings
 _FP8_MM = [(re.compile(p), part) for p, part in (
     (r"Bias must be (?:BFloat16 or Half|[\w ]+?),? but got (?P<got>\w+)", "bias"),
+    (r"Bias is not supported when out_dtype is set to (?P<got>\w+)", "bias"),
     (r"scale_a and scale_b must be float|scales should be float", "scale"),
 )]
 _SHORT = {"half": "fp16", "float16": "fp16", "float": "fp32", "float32": "fp32", "bfloat16": "bf16",

@@ -6,7 +6,8 @@
 2. Per prompt, inside a real ComfyUI server: the policy's MODEL through a chain of cheap core nodes (RescaleCFG), with
    enforce_downstream off and on, prompts interleaved, the first node's input changed every prompt so every node
    after it runs again. Printed: medians, the on/off ratio beside the
-   off/off ratio (the same graph timed twice: the noise floor), and the difference per wrapped node.
+   off/off ratio (the same graph timed twice: the noise floor), and the difference per governed node (each gets a
+   conform step on its MODEL input).
 
 Usage: python scripts/bench/bench_enforce.py [--comfy COMFYUI_DIR] [--n 12] [--chain 10] [--skip-edge] [--cuda]
 (part 1 runs ComfyUI in-process with --cpu; part 2's server runs on the GPU with --cuda, else with --cpu.)
@@ -32,17 +33,19 @@ def per_edge(comfy_dir: str, chain: int) -> None:
     import torch
     ensure_models(comfy_dir)
     nodes = import_comfy(comfy_dir)
-    cv, ctx_mod, report, guard, enforce = (pack_module(nodes, m) for m in (
-        "enforce.conform_value", "precision.context", "precision.report", "host.dtype_guard", "host.enforcement"))
+    cv, ctx_mod, report, guard, enforce, facts = (pack_module(nodes, m) for m in (
+        "enforce.conform_value", "precision.context", "precision.report", "host.dtype_guard", "host.enforcement",
+        "host.facts"))
     import comfy.sd
     import folder_paths
     model, clip, vae = comfy.sd.load_checkpoint_guess_config(
         folder_paths.get_full_path("checkpoints", "tiny_sd15.safetensors"), output_vae=True, output_clip=True)[:3]
     ctx = ctx_mod.PrecisionContext()
+    consumer = facts.NodeClass(nodes.NODE_CLASS_MAPPINGS["KSampler"], "KSampler #1")
 
-    def step():
-        return cv.Step("Node #1", "x", "PrecisionPolicy #2", ctx, report.PrecisionRecord("Node #1"),
-                       guard.GuardInfo("enforced by PrecisionPolicy #2", node="Node #1"))
+    def step():  # what the conform step builds for each input it is given
+        return cv.Step("KSampler #1", consumer, "x", "Precision Policy #2", ctx, report.PrecisionRecord("KSampler #1"),
+                       guard.GuardInfo("enforced by Precision Policy #2", node="KSampler #1", ctx=ctx))
     values = {
         "IMAGE": torch.rand(1, 512, 512, 3),
         "LATENT": {"samples": torch.rand(1, 4, 64, 64)},
@@ -63,7 +66,8 @@ def per_edge(comfy_dir: str, chain: int) -> None:
 def prompt(i: int, enforce: bool, chain: int) -> dict:
     """The policy's MODEL through `chain` RescaleCFG nodes (cheap: each clones the MODEL and sets a function), the
     first one's multiplier changed every prompt so every node after it runs again, then Dtype Inspect (an output
-    node of the pack, not wrapped). Cheap nodes, so the price per wrapped node is not buried under sampling."""
+    node of the pack, which its pass-through leaves ungoverned). Cheap nodes, so the price per governed node is not
+    buried under sampling."""
     p = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
         "2": {"class_type": "PrecisionSafePolicy", "inputs": {**POLICY, "model": ["1", 0],
@@ -80,7 +84,7 @@ def prompt(i: int, enforce: bool, chain: int) -> dict:
 
 def per_prompt(comfy_dir: str, n: int, chain: int, cuda: bool) -> None:
     from comfy_client import ComfyServer
-    wrapped = chain  # the RescaleCFG nodes
+    governed = chain  # the RescaleCFG nodes, each with a conform step on its MODEL input when on
     times = {"off": [], "off again": [], "on": []}
     with ComfyServer(comfy_dir, cpu=not cuda) as server:
         i = 0
@@ -95,13 +99,13 @@ def per_prompt(comfy_dir: str, n: int, chain: int, cuda: bool) -> None:
                 times[variant].append(time.perf_counter() - start)
                 assert run.success, run.error
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"per prompt in a real server ({wrapped} nodes wrapped when on, {n} prompts each, interleaved; median of "
+    print(f"per prompt in a real server ({governed} nodes governed when on, {n} prompts each, interleaved; median of "
           "POST to the end of the websocket run, history fetched):")
     for k, v in med.items():
         print(f"  enforce {k:<10} {v * 1000:8.1f} ms")
     print(f"  ratio on/off {med['on'] / med['off']:.3f}   A/A off again/off {med['off again'] / med['off']:.3f}")
-    print(f"  difference per wrapped node: {(med['on'] - med['off']) / wrapped * 1000:.2f} ms "
-          f"(A/A difference per node: {(med['off again'] - med['off']) / wrapped * 1000:.2f} ms)")
+    print(f"  difference per governed node: {(med['on'] - med['off']) / governed * 1000:.2f} ms "
+          f"(A/A difference per node: {(med['off again'] - med['off']) / governed * 1000:.2f} ms)")
 
 
 def main():

@@ -103,7 +103,9 @@ fi
 
 rc=0
 if [ "$STEP" = "tests" ] || [ "$STEP" = "all" ]; then
-    python3 -m pytest tests/gpu tests/unit/test_fp16_probe.py -q -rs -s -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
+    # GPU_TESTS: the test paths (default: the whole GPU tier)
+    python3 -m pytest ${GPU_TESTS:-tests/gpu tests/unit/test_fp16_probe.py} -q -rs -s -p no:cacheprovider 2>&1 \
+        | tee "$OUT/gpu_tests.log"
     rc=$((rc | ${PIPESTATUS[0]}))
 fi
 if [ "$STEP" = "bench" ] || [ "$STEP" = "all" ]; then
