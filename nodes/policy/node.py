@@ -16,7 +16,9 @@ from ..precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES,
 
 _ROLE_TIPS = {
     "unet": "Compute dtype of the diffusion model (KSampler). auto: what ComfyUI chose for the connected MODEL (no "
-            "cost). Another dtype converts the weights once (a copy, its size shown on the node): no per-step cast.",
+            "cost). Another dtype converts plain weights once (a copy, its size shown on the node): no per-step "
+            "cast. Quantized weights (GGUF, fp8, fp8 scaled, QuantizedTensor layers) are never copied: their ops "
+            "dequantize them per layer to that dtype; the node says per format what was done.",
     "vae": "Dtype of VAE decode/encode. auto: what ComfyUI chose for the VAE, except fp16 for a VAE probed to "
            "overflow in fp16 (then bf16, or fp32 on GPUs without bf16).",
     "text_encoder": "Dtype the text encoder's weights are held in (what ComfyUI's --*-text-enc flags set). auto: "
