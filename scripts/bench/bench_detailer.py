@@ -128,6 +128,8 @@ def summary(runs: dict) -> dict:
     med = {v: statistics.median(r["seconds"] for r in rs) for v, rs in runs.items()}
     stages = {v: {s: statistics.median(r["stages"][s] for r in rs) for s in STAGES} for v, rs in runs.items()}
     outside = {v: 1 - stages[v]["sample"] / med[v] for v in runs}
+    for v in runs:  # the node's time in no stage: model clones, moving the image, building the outputs
+        stages[v]["other"] = max(0.0, med[v] - sum(stages[v][s] for s in STAGES))
     return {
         "median_s": {v: round(t, 4) for v, t in med.items()},
         "ratio_batched_over_one_by_one": round(med["batched"] / med["one_by_one"], 3),
