@@ -38,7 +38,7 @@ def _on_node(node: str, load):
         raise PrecisionError(node, str(e), "use another file, or see above whether and how this exact file can be "
                              "trusted.", "model_name") from None
     except ModelFileError as e:
-        raise PrecisionError(node, str(e), "replace the file and queue again.", "model_name") from None
+        raise PrecisionError(node, str(e), e.fix or "replace the file and queue again.", "model_name") from None
     except TrustConfigError as e:
         raise PrecisionError(node, str(e), "fix the trust config as the message says.", "model_name") from None
 
