@@ -13,10 +13,10 @@ export MPLCONFIGDIR := $(abspath $(HOST))/mplconfig
 .PHONY: host models demo serve test test-unit bench bench-gpu soak workflows clean-out
 
 ifeq ($(HOST),.host)
-host: .host/.venv-ok .host/.comfy-ok .host/.web-ok
-.host/.venv-ok .host/.comfy-ok .host/.web-ok &: scripts/host/setup_host.sh scripts/host/host-requirements.txt scripts/host/host-constraints.txt scripts/host/test-requirements.txt
+host: .host/.venv-ok .host/.comfy-ok .host/.web-ok .host/.serve-ok
+.host/.venv-ok .host/.comfy-ok .host/.web-ok .host/.serve-ok &: scripts/host/setup_host.sh scripts/host/host-requirements.txt scripts/host/host-constraints.txt scripts/host/test-requirements.txt
 	bash scripts/host/setup_host.sh
-	touch .host/.venv-ok .host/.comfy-ok .host/.web-ok
+	touch .host/.venv-ok .host/.comfy-ok .host/.web-ok .host/.serve-ok
 else
 host:
 	@test -f $(HOST)/.venv-ok -a -f $(COMFY)/main.py || \

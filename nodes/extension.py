@@ -7,7 +7,7 @@ from .detailer import node as detailer
 from .dtype_inspect import node as dtype_inspect
 from .enforce import nodes as enforce
 from .guard import node as guard
-from .host.enforcement import register
+from .host.prompt_handlers import register
 from .policy import node as policy
 from .save import node as save
 
@@ -21,5 +21,5 @@ class PrecisionSafeExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> ComfyExtension:
-    register()  # PrecisionPolicy's enforce_downstream: an on-prompt handler of the running server, if there is one
+    register()  # the pack's on-prompt handlers (boolean checks, enforce downstream) on the running server, if any
     return PrecisionSafeExtension()

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..detect.safe_load import ModelFileError, UnsafeModelFile, load_yolo, resolve_model_path
 from ..detect.sam import load_sam
 from ..detect.trust import TrustConfig, TrustConfigError
+from ..host.inputs import Combo
 from ..host.types import CATEGORY, DetectorType, SamType
 from ..precision.errors import PrecisionError
 from . import model_folders
@@ -37,7 +38,7 @@ def _on_node(node: str, load):
         raise PrecisionError(node, str(e), "use another file, or see above whether and how this exact file can be "
                              "trusted.", "model_name") from None
     except ModelFileError as e:
-        raise PrecisionError(node, str(e), "replace the file and queue again.", "model_name") from None
+        raise PrecisionError(node, str(e), e.fix or "replace the file and queue again.", "model_name") from None
     except TrustConfigError as e:
         raise PrecisionError(node, str(e), "fix the trust config as the message says.", "model_name") from None
 
@@ -54,8 +55,8 @@ class DetectorLoader(io.ComfyNode):
                         "allow-list of ultralytics classes: a file that would run other code is refused, naming the "
                         "classes; a file you trust can be listed by its sha256 in the trust config (README). "
                         "Nothing is ever downloaded.",
-            inputs=[io.Combo.Input("model_name", options=model_folders.detector_names(),
-                                   tooltip="bbox/<file> gives boxes; segm/<file> gives boxes and masks.")],
+            inputs=[Combo("model_name", options=model_folders.detector_names(),
+                          tooltip="bbox/<file> gives boxes; segm/<file> gives boxes and masks.")],
             outputs=[DetectorType.Output("detector", tooltip="Connect to the Detailer or Detect SEGS.")],
             hidden=[io.Hidden.unique_id],
         )
@@ -83,8 +84,8 @@ class SamLoader(io.ComfyNode):
             description="Loads a segment-anything checkpoint (vit_b/l/h, or a small one with a .json config "
                         "beside it) from models/sams as plain tensors (weights_only). The Detailer uses it to "
                         "turn each detected box into a mask.",
-            inputs=[io.Combo.Input("model_name", options=model_folders.sam_names(),
-                                   tooltip="A SAM checkpoint in models/sams.")],
+            inputs=[Combo("model_name", options=model_folders.sam_names(),
+                          tooltip="A SAM checkpoint in models/sams.")],
             outputs=[SamType.Output("sam", tooltip="Connect to the Detailer's or Detect SEGS' sam input.")],
             hidden=[io.Hidden.unique_id],
         )

@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from ..host.attach import find_context
 from ..host.checks import check_image, warn_bf16_image
 from ..host.facts import resolution
+from ..host.inputs import Combo
 from ..host.node_report import recording, ui_payload
 from ..host.types import CATEGORY, SegsType
 from ..precision.conform import conform
@@ -51,8 +52,8 @@ class Detailer(io.ComfyNode):
                 io.Int.Input("guide_size", default=512, min=16, max=4096, step=8,
                              tooltip="The box's shorter side (or the crop region's, see guide_size_for) is scaled "
                                      "up to this before sampling; small regions get more pixels."),
-                io.Combo.Input("guide_size_for", options=list(GUIDE_SIZE_FOR), default="bbox",
-                               tooltip="What guide_size refers to: the detected box or the whole crop region."),
+                Combo("guide_size_for", options=list(GUIDE_SIZE_FOR), default="bbox",
+                      tooltip="What guide_size refers to: the detected box or the whole crop region."),
                 io.Int.Input("max_size", default=1024, min=16, max=4096, step=8,
                              tooltip="Upscaling stops when the crop's longer side reaches this."),
                 io.Boolean.Input("force_inpaint", default=True,
@@ -72,11 +73,11 @@ class Detailer(io.ComfyNode):
                                tooltip="How much of each crop is re-generated (0: nothing runs, image unchanged)."),
                 io.Int.Input("steps", default=20, min=1, max=1000, tooltip="Sampling steps."),
                 io.Float.Input("cfg", default=7.0, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free guidance."),
-                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
-                               tooltip="Sampler (samplers that draw their own noise give slightly different results "
-                                       "batched than one by one)."),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
-                               tooltip="Noise schedule."),
+                Combo("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
+                      tooltip="Sampler (samplers that draw their own noise give slightly different results "
+                              "batched than one by one)."),
+                Combo("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
+                      tooltip="Noise schedule."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Region i (in order, over the whole batch) uses seed + i."),
                 io.Int.Input("cycles", default=1, min=1, max=10,
@@ -84,9 +85,9 @@ class Detailer(io.ComfyNode):
                 io.Int.Input("max_batch", default=0, min=0, max=64,
                              tooltip="Most regions sampled together (0: all of the same size). Lower it if "
                                      "memory runs out; 1 samples regions one by one."),
-                io.Combo.Input("tiled_vae", options=list(TILED_VAE), default="off",
-                               tooltip="Encode and/or decode the crops in tiles (saves memory on large crops; "
-                                       "out-of-memory falls back to tiles anyway)."),
+                Combo("tiled_vae", options=list(TILED_VAE), default="off",
+                      tooltip="Encode and/or decode the crops in tiles (saves memory on large crops; "
+                              "out-of-memory falls back to tiles anyway)."),
                 io.Int.Input("tile_size", default=512, min=64, max=4096, step=64,
                              tooltip="Tile size in pixels for tiled_vae."),
                 *REGION_SOURCE_INPUTS,

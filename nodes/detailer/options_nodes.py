@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..host.inputs import Combo
 from ..host.types import CATEGORY, DetectionOptionsType, SamOptionsType
 from ..precision.errors import PrecisionError
 from ..regions.options import SAM_HINTS, SORTS, DetectionOptions, SamOptions, parse_labels
@@ -37,9 +38,9 @@ class DetailerDetectionOptions(io.ComfyNode):
                                tooltip="Ignore boxes larger than this fraction of the image area."),
                 io.Int.Input("top_k", default=d.top_k, min=0, max=100,
                              tooltip="Keep at most this many regions per image, after sorting (0: all)."),
-                io.Combo.Input("sort_by", options=list(SORTS), default=d.sort_by,
-                               tooltip="Order of regions: top_k, seeds and region prompts follow it ('as given' "
-                                       "keeps the detector's or the SEGS' order)."),
+                Combo("sort_by", options=list(SORTS), default=d.sort_by,
+                      tooltip="Order of regions: top_k, seeds and region prompts follow it ('as given' "
+                              "keeps the detector's or the SEGS' order)."),
             ],
             outputs=[DetectionOptionsType.Output("detection", tooltip="Connect to the Detailer or Detect SEGS.")],
             hidden=[io.Hidden.unique_id],
@@ -65,10 +66,10 @@ class DetailerSamOptions(io.ComfyNode):
             description="How SAM is prompted for each region and which of its masks are kept, for the Detailer and "
                         "Detect SEGS (used only when a SAM is connected).",
             inputs=[
-                io.Combo.Input("hint", options=list(SAM_HINTS), default=d.hint,
-                               tooltip="box: the box alone. center-1: plus the box's centre as a foreground point. "
-                                       "mask-area: plus foreground points where the region's own mask (segm, SEGS "
-                                       "or MASK) is above mask_hint_threshold."),
+                Combo("hint", options=list(SAM_HINTS), default=d.hint,
+                      tooltip="box: the box alone. center-1: plus the box's centre as a foreground point. "
+                              "mask-area: plus foreground points where the region's own mask (segm, SEGS "
+                              "or MASK) is above mask_hint_threshold."),
                 io.Float.Input("score_threshold", default=d.score_threshold, min=0.0, max=1.0, step=0.01,
                                tooltip="With multimask: keep every candidate SAM scores at least this (their union), "
                                        "or its best one if none is."),

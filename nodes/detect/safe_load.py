@@ -69,7 +69,12 @@ class UnsafeModelFile(pickle.UnpicklingError):
 
 
 class ModelFileError(ValueError):
-    """A model file that can't be used: a name escaping its folder, an unsupported layout, a wrong kind of file."""
+    """A model file that can't be used: a name escaping its folder, an unsupported layout, a wrong kind of file.
+    `fix`, when given, is what to do about it (the loader node shows it; else: replace the file)."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
 
 
 class ModelFileNotFound(ModelFileError, FileNotFoundError):

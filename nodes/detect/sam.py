@@ -9,6 +9,7 @@ moves are made on cached copies, since one loaded SAM may be shared by several g
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import weakref
@@ -141,7 +142,7 @@ def infer_sam_config(sd: dict, sidecar: dict | None = None) -> tuple[str, dict]:
     if variant and cfg["img_size"] == 1024 and cfg["prompt_embed_dim"] == 256:
         return variant, cfg
     sidecar = sidecar or {}
-    for key in ("decoder_num_heads", "encoder_num_heads", "encoder_window_size", "encoder_global_attn_indexes"):
+    for key in SIDECAR_KEYS:
         if key in sidecar:
             if key in cfg and cfg[key] != sidecar[key]:
                 raise ModelFileError(f"SAM sidecar says {key}={sidecar[key]!r} but the weights imply {cfg[key]!r}.")
@@ -156,11 +157,46 @@ def infer_sam_config(sd: dict, sidecar: dict | None = None) -> tuple[str, dict]:
     return "custom", cfg
 
 
+SIDECAR_KEYS = ("decoder_num_heads", "encoder_num_heads", "encoder_window_size", "encoder_global_attn_indexes")
+
+
+def sidecar_path(path: str | Path) -> Path | None:
+    """The sidecar json of checkpoint `path`: `<name>.json` beside it, else, for a symlinked checkpoint, beside the
+    file it points to (where the json that came with it lives; one beside the link is the user's own and wins).
+    None when there is none."""
+    path = Path(path)
+    for candidate in dict.fromkeys((path.with_suffix(".json"), Path(os.path.realpath(path)).with_suffix(".json"))):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    """The sidecar config of checkpoint `path` (see sidecar_path), or None; a clear error when it is not a JSON
+    object."""
+    found = sidecar_path(path)
+    if found is None:
+        return None
+    fix = (f"make {found.name} one JSON object of the keys the weights cannot tell ({', '.join(SIDECAR_KEYS)}), "
+           'e.g. {"decoder_num_heads": 8, "encoder_num_heads": 12, "encoder_window_size": 14}, or delete it (an '
+           "official vit_b/l/h checkpoint needs none).")
+    try:
+        config = json.loads(found.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise ModelFileError(f"the SAM config {found} for {Path(path).name} is not valid JSON{where}; the model "
+                             "was not loaded.", fix) from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"the SAM config {found} for {Path(path).name} holds a JSON "
+                             f"{type(config).__name__}, not an object; the model was not loaded.", fix)
+    return config
+
+
 def load_sam(path: str | Path):
     """Load a SAM state dict safely (weights_only=True) and build the matching model (fp32, eval, CPU).
 
     Official checkpoints (vit_b/l/h) are recognised from key shapes and built with segment-anything's registry;
-    other sizes need a sidecar `<name>.json` for the head counts (see infer_sam_config).
+    other sizes need a sidecar `<name>.json` for the head counts (see infer_sam_config, sidecar_path).
     """
     from segment_anything import sam_model_registry
 
@@ -173,9 +209,7 @@ def load_sam(path: str | Path):
         sd = sd["model"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise ModelFileError(f"{path.name} is not a SAM state dict (name -> tensor); it was not used.")
-    sidecar_path = path.with_suffix(".json")
-    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else None
-    variant, cfg = infer_sam_config(sd, sidecar)
+    variant, cfg = infer_sam_config(sd, read_sidecar(path))
     # Build on the meta device: skips the random init (seconds for vit_h); assign=True then adopts the tensors.
     with torch.device("meta"):
         sam = sam_model_registry[variant]() if variant != "custom" else build_sam_from_config(cfg)

@@ -14,7 +14,6 @@ import asyncio
 import concurrent.futures
 import copy
 import logging
-import threading
 import weakref
 
 from ..precision import enforce
@@ -23,7 +22,6 @@ from ..precision.enforce import NodeType
 log = logging.getLogger(__name__)
 
 _TYPES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node class -> NodeType
-_registered = threading.Event()
 
 
 def _input_type(spec) -> str:
@@ -88,19 +86,6 @@ def prepare(json_data: dict) -> dict:
     for nid, why in plan.left_out.items():
         log.info("precision-safe: enforce downstream leaves %s as it is: %s", enforce.label(nid, validated[nid]), why)
     return {**json_data, "prompt": plan.prompt}
-
-
-def register() -> bool:
-    """Install `prepare` as an on-prompt handler of the running server, once. False without a server (in-process
-    executors call `prepare` themselves)."""
-    import sys
-    server = sys.modules.get("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if instance is None or not hasattr(instance, "add_on_prompt_handler") or _registered.is_set():
-        return False
-    instance.add_on_prompt_handler(prepare)
-    _registered.set()
-    return True
 
 
 def governed_summary(prompt, policy_id) -> str:

@@ -9,6 +9,7 @@ from ..host.attach import clip_with_policy, model_with_policy, vae_with_policy
 from ..host.checks import BF16_IMAGES
 from ..host.enforcement import governed_summary
 from ..host.facts import describe_table, table
+from ..host.inputs import Combo
 from ..host.links import check_passthrough
 from ..host.node_report import recording, ui_payload
 from ..host.types import CATEGORY, PrecisionContextType
@@ -45,14 +46,14 @@ class PrecisionPolicy(io.ComfyNode):
                         "it: they come out as clones carrying the policy, so core nodes downstream (KSampler, "
                         "VAEDecode) run at these dtypes too. The originals are never changed.",
             inputs=[
-                *[io.Combo.Input(f"{role}_dtype", options=list(DTYPE_CHOICES), default="auto", tooltip=tip)
+                *[Combo(f"{role}_dtype", options=list(DTYPE_CHOICES), default="auto", tooltip=tip)
                   for role, tip in _ROLE_TIPS.items()],
-                io.Combo.Input("on_mismatch", options=list(ON_MISMATCH), default="cast",
-                               tooltip="cast: convert an input whose dtype disagrees and record it in the node's "
-                                       "report. error: stop on that node with a message naming the input."),
-                io.Combo.Input("on_nonfinite", options=list(ON_NONFINITE), default="retry",
-                               tooltip="retry: redo only the NaN/Inf batch items in a wider dtype (fp16 -> bf16 -> "
-                                       "fp32). error: stop on the node. keep: pass it on with a warning."),
+                Combo("on_mismatch", options=list(ON_MISMATCH), default="cast",
+                      tooltip="cast: convert an input whose dtype disagrees and record it in the node's "
+                              "report. error: stop on that node with a message naming the input."),
+                Combo("on_nonfinite", options=list(ON_NONFINITE), default="retry",
+                      tooltip="retry: redo only the NaN/Inf batch items in a wider dtype (fp16 -> bf16 -> "
+                              "fp32). error: stop on the node. keep: pass it on with a warning."),
                 io.Model.Input("model", optional=True,
                                tooltip="Optional MODEL; comes out as a clone computing at unet_dtype."),
                 io.Clip.Input("clip", optional=True, tooltip="Optional CLIP; comes out as a clone carrying the policy."),

@@ -62,6 +62,18 @@ if [ ! -f "$host/.gguf-ok" ] || [ "$(cat "$host/.gguf-ok")" != "$gguf_pin" ]; th
   echo "$gguf_pin" > "$host/.gguf-ok"
 fi
 
+# What ComfyUI 0.3.75's requirements.txt asks for beyond host-requirements.txt, so `make serve` starts clean: the
+# template browser's and node docs' packages (else a boxed ERROR) and torchaudio (else its audio nodes fail to import
+# with tracebacks). Pinned in host-constraints.txt; own stamp holding the pins, so hosts built before it get them too.
+serve_pins="$(grep -E '^(comfyui-workflow-templates|comfyui-embedded-docs|torchaudio)==' \
+  "$root/scripts/host/host-constraints.txt" | tr '\n' ' ')"
+if [ ! -f "$host/.serve-ok" ] || [ "$(cat "$host/.serve-ok")" != "$serve_pins" ]; then
+  echo "[host] installing what ComfyUI asks for at start-up: $serve_pins"
+  # shellcheck disable=SC2086
+  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" $serve_pins
+  echo "$serve_pins" > "$host/.serve-ok"
+fi
+
 mkdir -p "$host/ComfyUI/custom_nodes"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
 echo "[host] ready: $host/ComfyUI (python: $host/venv/bin/python)"

@@ -74,7 +74,8 @@ def rescue(editor, screenshots):
     editor.fit()
     editor.screenshot(os.path.join(screenshots, "black-image-rescue.png"))
     # the README's picture (docs/editor-badges.png is a copy): both decodes, both inspects, the saved images
-    wanted = ("VAEDecode", "PrecisionSafeVAEDecode", "PrecisionSafeDtypeInspect", "ImageScale", "SaveImage")
+    wanted = ("VAEDecode", "PrecisionSafeVAEDecode", "PrecisionSafeDtypeInspect", "ImageScale",
+              "PrecisionSafeSaveImage")
     ids = editor.evaluate("(types) => app.graph._nodes.filter(n => types.includes(n.type)).map(n => n.id)", wanted)
     editor.dismiss_dialogs()
     editor.screenshot(os.path.join(screenshots, "editor-badges.png"), clip=editor.frame(ids))

@@ -300,6 +300,33 @@ def test_broken_detector_file_is_explained_on_the_loader_node(comfy):
     assert "weights_only" not in msg
 
 
+def test_malformed_sam_sidecar_is_explained_on_the_loader_node(comfy):
+    """Issue 21 #2 through the executor: a broken sidecar json gave a bare JSONDecodeError naming no file or node."""
+    import shutil
+
+    import folder_paths
+    from pathlib import Path
+    folder = Path(folder_paths.get_folder_paths("sams")[0])
+    tiny = Path(__file__).resolve().parents[1] / "assets" / "models" / "sams" / "tiny_sam_shapes.pth"
+    shutil.copyfile(tiny, folder / "ps_badjson.pth")
+    (folder / "ps_badjson.json").write_text('{"decoder_num_heads": 4')
+    try:
+        g = GraphBuilder()
+        sam = g.node("PrecisionSafeSAMLoader", model_name="ps_badjson.pth")
+        det = g.node("PrecisionSafeDetectorLoader", model_name="bbox/tiny_shapes_bbox.pt")
+        image = _load(g, _save_input("ps_sam.png", _equal_squares_scene()[0]))
+        found = g.node("PrecisionSafeDetectSEGS", image=image.out(0), detector=det.out(0), sam=sam.out(0))
+        g.node("PreviewImage", images=g.node("MaskToImage", mask=found.out(1)).out(0))
+        r = comfy.run(g.finalize())
+    finally:
+        os.remove(folder / "ps_badjson.pth")
+        os.remove(folder / "ps_badjson.json")
+    assert not r.success and r.error["node_id"] == sam.id
+    msg = r.error["exception_message"]
+    assert f"the SAM config {folder / 'ps_badjson.json'} for ps_badjson.pth is not valid JSON (line 1" in msg
+    assert "input 'model_name'" in msg and "Fix: make ps_badjson.json one JSON object" in msg
+
+
 def test_symlinked_detector_file_loads(comfy):
     """Issue 11 #7 through the executor: a detector symlinked into models/ultralytics/bbox from elsewhere."""
     from third_party_models import BBOX

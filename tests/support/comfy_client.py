@@ -173,13 +173,18 @@ class ComfyServer:
         return self._object_info
 
     # -- running prompts ---------------------------------------------------------------------------------------
-    def run(self, prompt: dict, timeout=600, on_event=None) -> "Run":
+    def run(self, prompt: dict, timeout=600, on_event=None, extra_data=None) -> "Run":
         """Queue an API-format prompt and follow the websocket until it ends; returns what happened.
-        `on_event(message)` sees each of the prompt's websocket messages as it arrives (e.g. to interrupt it)."""
+        `on_event(message)` sees each of the prompt's websocket messages as it arrives (e.g. to interrupt it);
+        `extra_data` goes with the prompt (the editor sends {"extra_pnginfo": {"workflow": ...}}, which savers write
+        into PNGs)."""
         client_id = uuid.uuid4().hex
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
         try:
-            status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id})
+            payload = {"prompt": prompt, "client_id": client_id}
+            if extra_data is not None:
+                payload["extra_data"] = extra_data
+            status, body = self.post("/prompt", payload)
             if status != 200:
                 return Run(None, False, [], None, {}, rejected=body)
             prompt_id = body["prompt_id"]

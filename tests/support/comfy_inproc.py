@@ -62,8 +62,12 @@ class ComfyHost:
         return entry.outputs[index][0]
 
     def prepare(self, prompt: dict) -> dict:
-        """What the server's on-prompt handlers make of a prompt: the pack's enforce-downstream rewrite."""
-        return self.pack_module("nodes.host.enforcement").prepare({"prompt": prompt})["prompt"]
+        """What the server's on-prompt handlers make of a prompt: the pack's, in their order (boolean checks, the
+        enforce-downstream rewrite)."""
+        data = {"prompt": prompt}
+        for handler in self.pack_module("nodes.host.prompt_handlers").HANDLERS:
+            data = handler(data)
+        return data["prompt"]
 
     def run(self, prompt: dict, fresh: bool = False) -> RunResult:
         """Validate and execute an API-format prompt, first rewritten as the server's on-prompt handler would.

@@ -57,6 +57,40 @@ def test_missing_sidecar_is_a_clear_load_error(tmp_path):
         sam_mod.load_sam(tmp_path / "other.pth")
 
 
+@pytest.mark.parametrize("text, wrong", [('{"decoder_num_heads": 4,}', "is not valid JSON (line 1, column 25: "
+                                                                       "Expecting property name"),
+                                         ("[4, 4, 8]", "holds a JSON list, not an object")])
+def test_malformed_sidecar_is_a_clear_load_error_naming_the_file_and_the_fix(tmp_path, text, wrong):
+    shutil.copyfile(TINY, tmp_path / "other.pth")
+    (tmp_path / "other.json").write_text(text)
+    with pytest.raises(ModelFileError) as caught:
+        sam_mod.load_sam(tmp_path / "other.pth")
+    assert str(caught.value).startswith(f"the SAM config {tmp_path / 'other.json'} for other.pth {wrong}")
+    assert "decoder_num_heads, encoder_num_heads, encoder_window_size" in caught.value.fix
+    assert not isinstance(caught.value.__cause__, json.JSONDecodeError)
+
+
+def test_symlinked_checkpoint_finds_the_sidecar_beside_its_target(tmp_path):
+    store, sams = tmp_path / "store", tmp_path / "sams"
+    store.mkdir(), sams.mkdir()
+    shutil.copyfile(TINY, store / "tiny.pth")
+    shutil.copyfile(TINY.with_suffix(".json"), store / "tiny.json")
+    os.symlink(store / "tiny.pth", sams / "linked.pth")
+    assert sam_mod.sidecar_path(sams / "linked.pth") == store / "tiny.json"
+    assert sam_mod.load_sam(sams / "linked.pth").image_encoder.img_size == 256
+
+
+def test_a_sidecar_beside_the_link_wins_over_the_targets(tmp_path):
+    store, sams = tmp_path / "store", tmp_path / "sams"
+    store.mkdir(), sams.mkdir()
+    shutil.copyfile(TINY, store / "tiny.pth")
+    shutil.copyfile(TINY.with_suffix(".json"), store / "tiny.json")
+    os.symlink(store / "tiny.pth", sams / "linked.pth")
+    (sams / "linked.json").write_text(json.dumps({**sam_mod.TINY_SAM_CONFIG, "decoder_num_heads": 2}))
+    assert sam_mod.sidecar_path(sams / "linked.pth") == sams / "linked.json"
+    assert sam_mod.load_sam(sams / "linked.pth").mask_decoder.transformer.layers[0].self_attn.num_heads == 2
+
+
 @pytest.mark.parametrize("variant", ["vit_b", "vit_l", "vit_h"])
 def test_official_variants_recognised_from_key_shapes(variant):
     from segment_anything import sam_model_registry
