@@ -97,11 +97,19 @@ def mask_candidates(mask: torch.Tensor, batch: int, min_value: float = 0.0) -> l
     out = []
     for b in range(batch):
         m = masks[b if masks.shape[0] == batch else 0]
-        labelled, n = ndimage.label((m > min_value).numpy())
-        for k, (ys, xs) in enumerate(ndimage.find_objects(labelled), start=1):
-            component = torch.from_numpy(labelled == k)
-            box = (float(xs.start), float(ys.start), float(xs.stop), float(ys.stop))
-            out.append(Candidate(b, box, 1.0, "mask", mask=torch.where(component, m, torch.zeros(()))))
+        on = m > min_value
+        rows, cols = on.any(1).nonzero(), on.any(0).nonzero()
+        if len(rows) == 0:
+            continue
+        # labelled inside the box around everything set (a MASK is mostly empty), each component copied in its box
+        top, left = int(rows[0]), int(cols[0])
+        labelled = torch.from_numpy(ndimage.label(on[top:int(rows[-1]) + 1, left:int(cols[-1]) + 1].numpy())[0])
+        for k, (ys, xs) in enumerate(ndimage.find_objects(labelled.numpy()), start=1):
+            at = (slice(ys.start + top, ys.stop + top), slice(xs.start + left, xs.stop + left))
+            component = torch.zeros_like(m)
+            component[at] = torch.where(labelled[ys, xs] == k, m[at], torch.zeros(()))
+            box = (float(at[1].start), float(at[0].start), float(at[1].stop), float(at[0].stop))
+            out.append(Candidate(b, box, 1.0, "mask", mask=component))
     return out
 
 

@@ -66,6 +66,12 @@ def test_mask_components_keep_soft_values():
     a, b = S.mask_candidates(m, 1)
     assert a.box == (5, 5, 25, 15) and b.box == (30, 40, 50, 60)
     assert a.mask.max() == 0.5 and a.mask[40:60].sum() == 0 and b.mask.sum() == 400
+    assert a.mask.shape == m.shape and a.mask.sum() == 100 and b.mask[5:15].sum() == 0
+    hook = torch.zeros(64, 64)  # one component whose box holds another's: each keeps only its own pixels
+    hook[10:50, 10:12], hook[48:50, 10:50], hook[30:35, 30:35] = 1, 1, 1
+    outer, inner = S.mask_candidates(hook, 1)
+    assert outer.mask.sum() == 40 * 2 + 2 * 38 and inner.mask.sum() == 25 and inner.box == (30, 30, 35, 35)
+    assert S.mask_candidates(torch.zeros(8, 8), 1) == []
 
 
 def _regions():
