@@ -22,8 +22,8 @@ import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors, explain_shape_errors
-from . import run_records
 from .patches import patch_modules
+from .records import executing
 
 KEY = "precision_safe_guard"  # wrapper key on MODEL clones / attribute on guarded VAE copies
 
@@ -32,17 +32,17 @@ KEY = "precision_safe_guard"  # wrapper key on MODEL clones / attribute on guard
 class GuardInfo:
     """Who guarded the object and the prompt it ran in (for naming the core node that fails)."""
 
-    guard_node: str  # "PrecisionGuard #5"
+    guard_node: str  # "Precision Guard #5"
     prompt_id: Optional[str] = None
     class_types: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node id -> class_type
     ctx: Optional[PrecisionContext] = None
     node: Optional[str] = None  # the one node this object was made for ("KSampler #7"), when known
 
     def label(self) -> str:
-        """'KSampler #7 (guarded by PrecisionGuard #5)': the node running now, named when the prompt is known."""
+        """'KSampler #7 (guarded by Precision Guard #5)': the node running now, named when the prompt is known."""
         if self.node is not None:
             return f"{self.node} ({self.guard_node})"
-        prompt_id, node_id = run_records.executing()
+        prompt_id, node_id = executing()
         if node_id is None:
             return f"guarded by {self.guard_node}"
         cls = self.class_types.get(node_id) if prompt_id == self.prompt_id else None

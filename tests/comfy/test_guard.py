@@ -16,7 +16,7 @@ def _assert_explained(r, node, guard, *parts):
     assert r.error["node_id"] == node.id, r.error
     assert r.error["exception_type"].endswith("DtypeMismatchError"), r.error["exception_type"]
     msg = r.error["exception_message"]
-    assert f"#{node.id} (guarded by PrecisionGuard #{guard.id})" in msg, msg
+    assert f"#{node.id} (guarded by Precision Guard #{guard.id})" in msg, msg
     for part in parts:
         assert part in msg, (part, msg)
     return msg

@@ -30,7 +30,7 @@ def test_guarded_core_vaedecode_with_half_weight_vae__error_event_on_vaedecode(s
     err = _error(server.run(prompt), "12", "VAEDecode")
     assert err["exception_type"].endswith("DtypeMismatchError")
     msg = err["exception_message"]
-    assert msg.startswith("[VAEDecode #12 (guarded by PrecisionGuard #11)]")
+    assert msg.startswith("[VAEDecode #12 (guarded by Precision Guard #11)]")
     for part in ("vae.post_quant_conv (Conv2d, weights bf16)", "its input is fp32", "declares fp32",
                  "Fix: pass the VAE through PrecisionPolicy with vae_dtype bf16"):
         assert part in msg, (part, msg)
@@ -46,7 +46,7 @@ def test_guarded_core_ksampler_with_half_weight_model__error_event_on_ksampler(s
     })
     err = _error(server.run(prompt), "6", "KSampler")
     msg = err["exception_message"]
-    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)]")
+    assert msg.startswith("[KSampler #6 (guarded by Precision Guard #11)]")
     assert "weights bf16" in msg and "unet_dtype bf16" in msg
 
 
@@ -130,7 +130,7 @@ def test_half_model_patch_behind_guard__error_event_on_ksampler_names_the_patch(
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
     })
     msg = _error(server.run(prompt), "6", "KSampler")["exception_message"]
-    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)] dtype mismatch in patch attn2_output_patch[0] "
+    assert msg.startswith("[KSampler #6 (guarded by Precision Guard #11)] dtype mismatch in patch attn2_output_patch[0] "
                           "(ProjectionPatch, weights bf16)"), msg
     assert "Fix: turn on enforce_downstream" in msg
 
