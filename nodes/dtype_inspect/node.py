@@ -48,7 +48,7 @@ class DtypeInspect(io.ComfyNode):
             text = report_text(rows, flagged, source)
         if strict and flagged:
             raise PrecisionError(record.node, "; ".join(flagged) + ".",
-                                 "fix the upstream node, change the PrecisionPolicy roles, or turn strict off.",
+                                 "fix the upstream node, change the Precision Policy roles, or turn strict off.",
                                  "value")
         payload = {"text": [text], "precision_safe": [{**record.to_dict(), "inspect": [
             {"label": row.label, "role": row.role, **row.info} for row in rows], "flags": flagged}]}

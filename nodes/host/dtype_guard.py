@@ -62,7 +62,7 @@ def _misreported(err: DtypeMismatchError, kind: str, role: str, declared: Option
     now = f" (the connected context runs '{role}' at {ctx.choice(role)})" if ctx is not None else ""
     problem = (f"{err.problem} The {kind} declares {stated}, so ComfyUI cast the input to {stated}, but its weights "
                f"there are {weights}: whatever loaded or patched the {kind} cast them without telling ComfyUI.")
-    fix = (f"pass the {kind} through PrecisionPolicy with {role}_dtype {weights}{now}: its copy declares and computes "
+    fix = (f"pass the {kind} through Precision Policy with {role}_dtype {weights}{now}: its copy declares and computes "
            f"{weights} consistently; or load the {kind} with a loader that sets its dtype.")
     return DtypeMismatchError(err.node, problem, fix, module_path=err.module_path, weight_dtype=weights,
                               input_dtype=err.input_dtype, graph_inputs=err.graph_inputs, role=role,
@@ -74,14 +74,14 @@ def _blames_a_part(err: DtypeMismatchError, kind: str) -> Optional[DtypeMismatch
     MODEL itself: its own dtype is the culprit, not the UNet block that called it. None otherwise."""
     path = err.module_path or ""
     if path.startswith("patch "):
-        fix = ("turn on enforce_downstream on a PrecisionPolicy upstream of this node: the MODEL it hands over runs "
+        fix = ("turn on enforce_downstream on a Precision Policy upstream of this node: the MODEL it hands over runs "
                "each patch at the UNet's dtype (inputs cast at the patch's boundary; fp8 patch weights copied to the "
                "compute dtype)")
         if err.weight_dtype in ("fp16", "bf16", "fp32") and err.weight_dtype != err.input_dtype:
-            fix += f"; or set PrecisionPolicy's unet_dtype to {err.weight_dtype}, the patch's dtype"
+            fix += f"; or set Precision Policy's unet_dtype to {err.weight_dtype}, the patch's dtype"
         what = "this patch"
     elif path.startswith("control_net"):
-        fix = ("pass the CONTROL_NET through PrecisionPolicy before the node that applies it (or turn on "
+        fix = ("pass the CONTROL_NET through Precision Policy before the node that applies it (or turn on "
                "enforce_downstream upstream of that node): its copy runs at the context's dtype with casts at its "
                "boundary")
         what = "this ControlNet"

@@ -422,7 +422,8 @@ def test_half_weight_vae_into_detailer__stock_no_core_detailer__pack_explains_va
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     d = _small_detailer(g, g.node("LoadImage", image=shape_image).out(0), ckpt, vae=_half_vae(g, ckpt).out(0))
     g.node("PreviewImage", images=d.out(0))
-    _pack_error(comfy, g, d, "Detailer (precision-safe)", "/ vae encode", "vae.encoder.conv_in", "weights bf16", "its input is fp32")
+    _pack_error(comfy, g, d, "Detailer (precision-safe)", "/ vae encode", "vae.encoder.conv_in", "weights bf16",
+                "its input is fp32")
 
 
 def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_explains_on_ksampler(comfy):
@@ -790,7 +791,7 @@ def test_half_weight_controlnet__stock_raw_error__pack_names_the_controlnet_and_
     g = GraphBuilder()
     sampler = _controlnet_graph(g, wrap="guard")
     msg = _pack_error(comfy, g, sampler, "KSampler", "control_net 0 (ControlNet)", "weights bf16",
-                      "its input is fp32", "pass the CONTROL_NET through PrecisionPolicy")
+                      "its input is fp32", "pass the CONTROL_NET through Precision Policy")
     assert "unet_dtype" not in msg  # the MODEL is not blamed
 
     for fix in ("policy", "enforce"):  # the two fixes the message names, applied

@@ -32,7 +32,7 @@ def test_guarded_core_vaedecode_with_half_weight_vae__error_event_on_vaedecode(s
     msg = err["exception_message"]
     assert msg.startswith("[VAEDecode #12 (guarded by Precision Guard #11)]")
     for part in ("vae.post_quant_conv (Conv2d, weights bf16)", "its input is fp32", "declares fp32",
-                 "Fix: pass the VAE through PrecisionPolicy with vae_dtype bf16"):
+                 "Fix: pass the VAE through Precision Policy with vae_dtype bf16"):
         assert part in msg, (part, msg)
 
 

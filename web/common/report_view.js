@@ -178,7 +178,7 @@ function inspectView(record, live) {
   return { badges, blocks };
 }
 
-// "[SafeVAEDecode #5, input 'samples'] got bf16 ... Fix: set ..." -> parts; other messages pass through.
+// "[Safe VAE Decode #5, input 'samples'] got bf16 ... Fix: set ..." -> parts; other messages pass through.
 export function parseError(message) {
   const text = String(message ?? "").trim();
   const m = /^\[([^\]]+)\]\s*(.*?)(?:\s+Fix:\s*(.*))?$/s.exec(text);
