@@ -464,7 +464,7 @@ def test_policy_vae_output_without_a_vae__stock_none_reaches_the_decoder__pack_e
     p = policy(g, sam_dtype="bf16")
     safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
     g.node("PreviewImage", images=safe.out(0))
-    _pack_error(comfy, g, p, "Precision Policy", "input 'vae'", f"PrecisionSafeVAEDecode #{safe.id} (input 'vae')",
+    _pack_error(comfy, g, p, "Precision Policy", "input 'vae'", f"Safe VAE Decode #{safe.id} (input 'vae')",
                 "connect a VAE")
 
 
@@ -486,7 +486,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
     dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
     g.node("PreviewImage", images=dec.out(0))
     _pack_error(comfy, g, guard, "Precision Guard", "input 'vae'",
-                f"its 'vae' input got nothing (None) from PrecisionSafePolicy #{p.id}", f"VAEDecode #{dec.id}")
+                f"its 'vae' input got nothing (None) from Precision Policy #{p.id}", f"VAEDecode #{dec.id}")
 
     g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says so
     ckpt, sampler = txt2img(g, size=16)
@@ -495,7 +495,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     g.node("PrecisionSafeDtypeInspect", value=guard.out(0))
     r = _ok(comfy, g)
-    assert f"'vae' output is empty (None): passed to PrecisionSafeGuard #{guard.id} (input 'vae')" in \
+    assert f"'vae' output is empty (None): passed to Precision Guard #{guard.id} (input 'vae')" in \
         r.ui(p.id)["precision_safe"][0]["notes"]
 
 
@@ -515,7 +515,7 @@ def test_cached_empty_policy_output_newly_connected__stock_none_reaches_the_node
     assert any(e == "execution_cached" and p.id in d["nodes"] for e, d in r.messages)
     assert not r.success and r.error["node_id"] == safe.id, r.error
     msg = r.error["exception_message"]
-    assert f"[Safe VAE Decode #{safe.id}, input 'vae'] got nothing (None) from PrecisionSafePolicy #{p.id}'s 'vae' " \
+    assert f"[Safe VAE Decode #{safe.id}, input 'vae'] got nothing (None) from Precision Policy #{p.id}'s 'vae' " \
            "output: nothing is connected to that node's 'vae' input." in msg, msg
 
 

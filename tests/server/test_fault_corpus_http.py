@@ -211,7 +211,7 @@ FAULTS = {  # name: (prompt maker, failing node id, its class, parts of the mess
     "guard with nothing connected into KSampler": (_guard_with_nothing_into_ksampler, "10", "PrecisionSafeGuard",
                                                    ["input 'model'] nothing is connected"]),
     "policy without a VAE into Safe VAE Decode": (_policy_without_vae_into_safe_decode, "10", "PrecisionSafePolicy",
-                                                  ["input 'vae']", "PrecisionSafeVAEDecode #11 (input 'vae')"]),
+                                                  ["input 'vae']", "Safe VAE Decode #11 (input 'vae')"]),
     "intermediate bf16 into core Preview Image": (_intermediate_bf16_into_core_preview, "12", "PreviewImage",
                                                   ["Got unsupported ScalarType BFloat16"]),
     "a decode too big even tiled": (_decode_too_big_even_tiled, "3", "PrecisionSafeVAEDecode",
