@@ -199,3 +199,22 @@ def test_records_ride_on_new_objects_never_on_the_values_a_node_received(comfy, 
     chunk = _chunk(r.outputs[save.id]["images"][0])
     assert [(e["node_id"], e["record"]["node"]) for e in chunk["records"]] == [
         (inspect.id, f"Dtype Inspect #{inspect.id}"), (save.id, f"Save Image (with precision record) #{save.id}")]
+
+
+def test_a_record_reaching_a_node_by_two_inputs_is_written_once(comfy, prefix):
+    """The policy's record rides on both its MODEL and its VAE into Precision Guard: the PNG holds it once."""
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
+    p = policy(g)
+    p.set_input("model", ckpt.out(0))
+    p.set_input("vae", ckpt.out(2))
+    guard = g.node("PrecisionSafeGuard", model=p.out(1), vae=p.out(3))
+    img = g.node("EmptyImage", width=8, height=8, batch_size=1, color=0)
+    enc = g.node("VAEEncode", pixels=img.out(0), vae=guard.out(1))
+    dec = g.node("PrecisionSafeVAEDecode", samples=enc.out(0), vae=guard.out(1))
+    save = g.node("PrecisionSafeSaveImage", images=dec.out(0), filename_prefix=prefix)
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    chunk = _chunk(r.outputs[save.id]["images"][0])
+    assert [e["node_id"] for e in chunk["records"]] == [p.id, guard.id, dec.id, save.id]
+    assert chunk["records"][1]["record"]["context_source"] == "attached to MODEL"
