@@ -41,8 +41,8 @@ def per_edge(comfy_dir: str, chain: int) -> None:
     ctx = ctx_mod.PrecisionContext()
 
     def step():
-        return cv.Step("Node #1", "x", "PrecisionPolicy #2", ctx, report.PrecisionRecord("Node #1"),
-                       guard.GuardInfo("enforced by PrecisionPolicy #2", node="Node #1"))
+        return cv.Step("Node #1", "x", "Precision Policy #2", ctx, report.PrecisionRecord("Node #1"),
+                       guard.GuardInfo("enforced by Precision Policy #2", node="Node #1"))
     values = {
         "IMAGE": torch.rand(1, 512, 512, 3),
         "LATENT": {"samples": torch.rand(1, 4, 64, 64)},
