@@ -35,6 +35,17 @@ def test_half_weight_vae_in_core_vaedecode_is_explained_on_vaedecode(comfy):
     assert "Traceback" not in msg
 
 
+def test_a_pack_node_running_a_guarded_vae_is_named_by_its_display_name(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    bad = g.node("PSTest_HalfWeightsVAE", vae=ckpt.out(2), dtype="bf16")
+    guard = _guard(g, vae=bad.out(0))
+    dec = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    r = comfy.run(g.finalize(), fresh=True)  # the guard runs in this prompt, so it knows the nodes' classes
+    _assert_explained(r, dec, guard, f"Safe VAE Decode #{dec.id} (guarded by", "vae.post_quant_conv", "weights bf16")
+
+
 def test_half_weight_model_in_core_ksampler_is_explained_on_ksampler(comfy):
     g = GraphBuilder()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
