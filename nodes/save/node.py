@@ -45,8 +45,9 @@ def _is_pack_node(class_type) -> bool:
 
 def precision_chunk(run, prompt: dict) -> dict:
     """The JSON written to the PNG: the records that reached this node with its images, upstream first (`cached`:
-    made by an earlier run whose output ComfyUI reused, under that run's node ids), then this node's own; `unrecorded_upstream`: the pack nodes
-    upstream in the prompt whose records did not reach it (a core node in between made a new value from theirs)."""
+    made by an earlier run whose output ComfyUI reused, under that run's node ids), then this node's own;
+    `unrecorded_upstream`: the pack nodes upstream in the prompt whose records did not reach it (a core node in
+    between made a new value from theirs)."""
     prompt = prompt if isinstance(prompt, dict) else {}
     entries = [{"node_id": e["node_id"], "class_type": e["class_type"], "upstream": True,
                 "cached": e["prompt_id"] != run.prompt_id, "record": e["record"]} for e in run.upstream]

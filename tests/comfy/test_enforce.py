@@ -55,7 +55,8 @@ def test_cast_mode_runs_core_nodes_as_themselves_on_conformed_inputs_and_records
     assert sent[sampler]["inputs"] == prompt[sampler]["inputs"]  # not downstream of the policy: as it was
     casts = _records(comfy, f"{preview}.precision_safe.images", preview)
     assert [c for rec in casts for c in rec["casts"]] == ["images: bf16 -> fp32"]
-    assert casts[0]["node"] == f"My Preview #{preview}" and casts[0]["context_source"] == f"enforced by Precision Policy #{pid}"
+    assert casts[0]["node"] == f"My Preview #{preview}"
+    assert casts[0]["context_source"] == f"enforced by Precision Policy #{pid}"
     vae = _records(comfy, f"{dec}.precision_safe.vae", dec)
     assert len(vae) == 1 and vae[0]["notes"][0].startswith("vae: VAE copy"), vae
     assert r.ui(pid)["precision_safe"][0]["notes"][-1] == (
