@@ -3,7 +3,7 @@ import gc
 
 import torch
 
-from nodes.precision.memo import PerSource
+from precision_safe.nodes.precision.memo import PerSource
 
 
 def test_made_once_per_source_and_key_and_gone_with_the_source():
