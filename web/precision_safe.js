@@ -1,7 +1,7 @@
 // precision safe: shows on each pack node what it ran at (badges above the title, details in the body), the
 // DtypeInspect table, what PrecisionPolicy's `auto` resolved to, and a precision error on the node that raised it.
 //
-// The record comes in the ui payload's `precision_safe` entry (nodes/host/node_report.py) through onExecuted and
+// The record comes in the ui payload's `precision_safe` entry (nodes/host/records.py) through onExecuted and
 // is kept in node.properties.precision_safe, so it is saved with the workflow and shown again when it is
 // reopened (marked "last run"). Errors are transient: cleared when the next run starts.
 import { app } from "../../scripts/app.js";

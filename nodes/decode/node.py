@@ -7,7 +7,7 @@ from ..host.attach import find_context
 from ..host.checks import check_latent, warn_bf16_image
 from ..host.facts import resolution
 from ..host.links import require_input
-from ..host.node_report import recording, ui_payload
+from ..host.records import recording, ui_payload
 from ..host.types import CATEGORY, PrecisionContextType
 from ..host.vae_decode import safe_decode
 from ..precision.conform import conform
@@ -38,7 +38,8 @@ class SafeVAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, vae, context=None) -> io.NodeOutput:
-        with recording("SafeVAEDecode", cls.hidden.unique_id) as record:
+        with recording(cls, samples, vae) as run:
+            record = run.record
             vae = require_input(record.node, cls.hidden.unique_id, cls.hidden.prompt, "vae", vae)
             ctx, record.context_source = find_context(context, vae)
             latent = check_latent(record.node, samples.get("samples") if isinstance(samples, dict) else None,
@@ -48,6 +49,6 @@ class SafeVAEDecode(io.ComfyNode):
             images = safe_decode(vae, latent, ctx, record)
             images = images.to(between.dtype)  # our own output: no mismatch
             warn_bf16_image(record, images)
-        return io.NodeOutput(images, ui=ui_payload(record))
+        return io.NodeOutput(*run.carry(images), ui=ui_payload(record))
 
 NODES = [SafeVAEDecode]

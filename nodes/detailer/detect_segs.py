@@ -7,7 +7,7 @@ from comfy_api.latest import io
 
 from ..host.attach import find_context
 from ..host.facts import resolution
-from ..host.node_report import recording, ui_payload
+from ..host.records import recording, ui_payload
 from ..host.types import CATEGORY, DetectorType, SegsType
 from ..precision.conform import conform
 from ..regions import segs as S
@@ -43,7 +43,8 @@ class DetectSegs(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, detector, sam=None, detection=None, sam_options=None, context=None) -> io.NodeOutput:
-        with recording("Detect SEGS", cls.hidden.unique_id) as record:
+        with recording(cls, image) as run:
+            record = run.record
             ctx, record.context_source = find_context(context)
             device = mm.get_torch_device()
             clock = StageClock(device)
@@ -60,4 +61,4 @@ class DetectSegs(io.ComfyNode):
             segs = S.from_regions(regions, tuple(work.shape[1:3]), work.shape[0], crops)
             record.stages = {k: v for k, v in clock.as_dict().items() if k in ("detect", "sam", "crop")}
         text = report(regions, record, lambda r: f"crop {r.crop}")
-        return io.NodeOutput(segs, mask, text, ui=ui_payload(record, text))
+        return io.NodeOutput(segs, *run.carry(mask), text, ui=ui_payload(record, text))

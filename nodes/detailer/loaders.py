@@ -9,6 +9,7 @@ from ..detect.safe_load import ModelFileError, UnsafeModelFile, load_yolo, resol
 from ..detect.sam import load_sam
 from ..detect.trust import TrustConfig, TrustConfigError
 from ..host.inputs import Combo
+from ..host.records import node_label
 from ..host.types import CATEGORY, DetectorType, SamType
 from ..precision.errors import PrecisionError
 from . import model_folders
@@ -68,7 +69,7 @@ class DetectorLoader(io.ComfyNode):
             trusted = TrustConfig.read(model_folders.trust_config_path())
             return load_yolo(resolve_model_path(file, folders), trusted)
 
-        yolo = _on_node(f"Detector Loader #{cls.hidden.unique_id}", load)
+        yolo = _on_node(node_label(cls), load)
         imgsz = yolo.overrides.get("imgsz") or 640
         imgsz = int(imgsz[0] if isinstance(imgsz, (list, tuple)) else imgsz)
         return io.NodeOutput(LoadedDetector(model_name, model_name.split("/")[0], yolo, imgsz))
@@ -92,7 +93,7 @@ class SamLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name) -> io.NodeOutput:
-        sam = _on_node(f"SAM Loader #{cls.hidden.unique_id}",
+        sam = _on_node(node_label(cls),
                        lambda: load_sam(resolve_model_path(model_name, model_folders.sam_folders())))
         return io.NodeOutput(LoadedSam(model_name, sam))
 

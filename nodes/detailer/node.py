@@ -10,7 +10,7 @@ from ..host.attach import find_context
 from ..host.checks import check_image, warn_bf16_image
 from ..host.facts import resolution
 from ..host.inputs import Combo
-from ..host.node_report import recording, ui_payload
+from ..host.records import recording, ui_payload
 from ..host.types import CATEGORY, SegsType
 from ..precision.conform import conform
 from ..precision.errors import PrecisionError
@@ -128,7 +128,8 @@ class Detailer(io.ComfyNode):
                 max_batch: int, tiled_vae: str, tile_size: int, detector=None, segs=None, mask=None, sam=None,
                 detection=None, sam_options=None, context=None, clip=None, region_prompts: str = "",
                 region_negative_prompts: str = "", sampler=None, sigmas=None) -> io.NodeOutput:
-        with recording("Detailer", cls.hidden.unique_id) as record:
+        with recording(cls, image, model, vae, clip, mask) as run:
+            record = run.record
             ctx, record.context_source = find_context(context, model, vae)
             device = mm.get_torch_device()
             clock = StageClock(device)
@@ -157,15 +158,15 @@ class Detailer(io.ComfyNode):
                                        "ordinary model (use an inpainting checkpoint).")
             if sampling.custom:
                 record.notes.append(sampling.custom)
-            run = Detail(work, model, sampling_model(model, ctx, sampling), positive, negative, vae, clip, sampling,
-                         crop_opts, seed, max_batch, ctx, record, clock)
-            out = run.run(regions, P.parse(region_prompts), P.parse(region_negative_prompts))
+            detail = Detail(work, model, sampling_model(model, ctx, sampling), positive, negative, vae, clip,
+                            sampling, crop_opts, seed, max_batch, ctx, record, clock)
+            out = detail.run(regions, P.parse(region_prompts), P.parse(region_negative_prompts))
             kept = [r for r in regions if r.index not in out.skipped]  # Impact's detailer drops skipped SEGs too
             segs_out = S.from_regions(kept, tuple(work.shape[1:3]), work.shape[0], out.crops)
             record.stages = clock.as_dict()
         text = report(regions, record, lambda r: f"sampled at {r.target[1]}x{r.target[0]}" if r.index in out.detailed
                       else "not detailed")
-        return io.NodeOutput(out.image.to(out_dtype), out.mask, out.before, out.after, text, segs_out,
+        return io.NodeOutput(*run.carry(out.image.to(out_dtype), out.mask), out.before, out.after, text, segs_out,
                              ui=ui_payload(record, text))
 
 NODES = [Detailer, DetailerDetectionOptions, DetailerSamOptions, DetectSegs]

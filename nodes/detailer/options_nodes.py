@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..host.inputs import Combo
+from ..host.records import node_label
 from ..host.types import CATEGORY, DetectionOptionsType, SamOptionsType
 from ..precision.errors import PrecisionError
 from ..regions.options import SAM_HINTS, SORTS, DetectionOptions, SamOptions, parse_labels
@@ -47,11 +48,15 @@ class DetailerDetectionOptions(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, labels, **values) -> io.NodeOutput:
+    def execute(cls, threshold: float, labels: str, dilation: int, crop_factor: float, drop_size: int,
+                min_area_ratio: float, max_area_ratio: float, top_k: int, sort_by: str) -> io.NodeOutput:
         try:
-            return io.NodeOutput(DetectionOptions(labels=parse_labels(labels), **values))
+            return io.NodeOutput(DetectionOptions(
+                threshold=threshold, labels=parse_labels(labels), dilation=dilation, crop_factor=crop_factor,
+                drop_size=drop_size, min_area_ratio=min_area_ratio, max_area_ratio=max_area_ratio, top_k=top_k,
+                sort_by=sort_by))
         except ValueError as e:
-            raise PrecisionError(f"Detailer Detection Options #{cls.hidden.unique_id}", f"{e}.",
+            raise PrecisionError(node_label(cls), f"{e}.",
                                  "adjust the option named.") from None
 
 
@@ -86,6 +91,9 @@ class DetailerSamOptions(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, **values) -> io.NodeOutput:
-        return io.NodeOutput(SamOptions(**values))
+    def execute(cls, hint: str, score_threshold: float, multimask: bool, bbox_expansion: int, dilation: int,
+                mask_hint_threshold: float) -> io.NodeOutput:
+        return io.NodeOutput(SamOptions(hint=hint, score_threshold=score_threshold, multimask=multimask,
+                                        bbox_expansion=bbox_expansion, dilation=dilation,
+                                        mask_hint_threshold=mask_hint_threshold))
 

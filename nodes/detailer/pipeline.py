@@ -194,7 +194,7 @@ class Detail:
                     break
         if failed and self.ctx.on_nonfinite == "error":
             raise PrecisionError(self.record.node, _sample_problem(failed, dtype_name(dtype)) + ".", "check the "
-                                 "MODEL chain (LoRAs, merges), run the UNet at a wider dtype (PrecisionPolicy "
+                                 "MODEL chain (LoRAs, merges), run the UNet at a wider dtype (Precision Policy "
                                  "unet_dtype bf16 or fp32), or set on_nonfinite to 'keep' to leave such regions "
                                  "unchanged.", "model")
         return [(r, None if patches[r.index] is None else R.resize(patches[r.index], r.crop_size)[0]) for r in group]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
-import weakref
 from copy import deepcopy
 from functools import partial
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..precision.memo import PerSource
 from .safe_load import ModelFileError, safe_torch_load
 
 # Our committed tiny SAM (tests/assets/models/sams/tiny_sam_shapes.pth); also the sidecar json format.
@@ -298,17 +297,11 @@ class _Runtime:
         self.dtype = dtype
 
 
-_RUNTIMES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
-_RUNTIMES_LOCK = threading.Lock()
+_RUNTIMES = PerSource()  # SAM model -> (dtype, device) -> its _Runtime
 
 
 def _runtime(sam, dtype: torch.dtype, device: torch.device) -> _Runtime:
-    with _RUNTIMES_LOCK:
-        per_model = _RUNTIMES.setdefault(sam, {})
-        key = (dtype, str(device))
-        if key not in per_model:
-            per_model[key] = _Runtime(sam, dtype, device)
-        return per_model[key]
+    return _RUNTIMES.made(sam, (dtype, str(device)), lambda: _Runtime(sam, dtype, device))[0]
 
 
 def _padded_points(points, n: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -7,13 +7,13 @@ copy of the network; the loaded model is never modified.
 """
 from __future__ import annotations
 
-import threading
-import weakref
 from copy import deepcopy
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ..precision.memo import PerSource
 
 PAD_VALUE = 114 / 255  # ultralytics' letterbox grey
 
@@ -32,8 +32,7 @@ class Detections:
         return int(self.boxes.shape[0])
 
 
-_NETS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-_NETS_LOCK = threading.Lock()
+_NETS = PerSource()  # network -> (dtype, device) -> its fused, cast copy
 
 
 def inference_net(model, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
@@ -44,14 +43,13 @@ def inference_net(model, dtype: torch.dtype, device: torch.device) -> torch.nn.M
     refuses an fp32 input and vice versa ("Input type ... and weight type ... should be the same").
     """
     net = getattr(model, "model", model)  # accept a YOLO wrapper or its nn.Module
-    key = (dtype, str(device))
-    with _NETS_LOCK:
-        per_net = _NETS.setdefault(net, {})
-        if key not in per_net:
-            copy = deepcopy(net).float()
-            copy = copy.fuse(verbose=False) if hasattr(copy, "fuse") else copy
-            per_net[key] = copy.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        return per_net[key]
+
+    def make():
+        copy = deepcopy(net).float()
+        copy = copy.fuse(verbose=False) if hasattr(copy, "fuse") else copy
+        return copy.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+    return _NETS.made(net, (dtype, str(device)), make)[0]
 
 
 def letterbox(images: torch.Tensor, imgsz: int, stride: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..host.attach import find_context
-from ..host.node_report import recording
+from ..host.records import recording
 from ..host.types import CATEGORY, PrecisionContextType
 from ..precision.errors import PrecisionError
 from .describe import describe, flags, report_text
@@ -40,17 +40,18 @@ class DtypeInspect(io.ComfyNode):
 
     @classmethod
     def execute(cls, value, strict=False, context=None) -> io.NodeOutput:
-        with recording("DtypeInspect", cls.hidden.unique_id) as record:
+        with recording(cls, value) as run:
+            record = run.record
             ctx, source = find_context(context, value)
             rows = describe(value)
             flagged = flags(rows, ctx)
             text = report_text(rows, flagged, source)
         if strict and flagged:
             raise PrecisionError(record.node, "; ".join(flagged) + ".",
-                                 "fix the upstream node, change the PrecisionPolicy roles, or turn strict off.",
+                                 "fix the upstream node, change the Precision Policy roles, or turn strict off.",
                                  "value")
         payload = {"text": [text], "precision_safe": [{**record.to_dict(), "inspect": [
             {"label": row.label, "role": row.role, **row.info} for row in rows], "flags": flagged}]}
-        return io.NodeOutput(value, text, ui=payload)
+        return io.NodeOutput(*run.carry(value), text, ui=payload)
 
 NODES = [DtypeInspect]

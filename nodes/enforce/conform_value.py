@@ -31,7 +31,7 @@ class Step:
     node: str  # "KSampler #7"
     consumer: NodeClass  # the node class the value goes to
     input_name: str
-    policy: str  # "PrecisionPolicy #4"
+    policy: str  # "Precision Policy #4"
     ctx: PrecisionContext
     record: PrecisionRecord
     guard: GuardInfo
@@ -132,11 +132,3 @@ def conform_value(kind: str, value, step: Step):
     if value is None or (looks is not None and not looks(value)):
         return value
     return _BY_KIND[kind](value, step)
-
-
-def conform_values(kind: str, values: list, step: Step) -> list:
-    return [conform_value(kind, v, step) for v in values]
-
-
-def policy_label(policy_id: str) -> str:
-    return f"PrecisionPolicy #{policy_id}"

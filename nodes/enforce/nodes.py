@@ -7,14 +7,14 @@ import logging
 from comfy_api.latest import io
 from comfy_execution.graph_utils import ExecutionBlocker
 
-from ..host import run_records
 from ..host.dtype_guard import GuardInfo
 from ..host.facts import NodeClass
+from ..host.records import NodeRun, carried, executing, label
 from ..host.types import CATEGORY, PrecisionContextType
-from ..precision.enforce import CONFORM, CONTEXT, SPEC, VALUE, Spec
+from ..precision.enforce import CONFORM, CONTEXT, POLICY, SPEC, VALUE, Spec
 from ..precision.errors import PrecisionError
 from ..precision.report import PrecisionRecord
-from .conform_value import Step, conform_value, policy_label
+from .conform_value import Step, conform_value
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,27 @@ class ConformStep(io.ComfyNode):
     def execute(cls, value, context, spec) -> io.NodeOutput:
         import nodes  # ComfyUI's node registry (the pack's own package is never imported under this name)
         spec = Spec.loads(spec[0])
-        ctx, policy = context[0], policy_label(spec.policy)
+        ctx, policy = context[0], label(nodes.NODE_DISPLAY_NAME_MAPPINGS[POLICY], spec.policy)
         record = PrecisionRecord(node=spec.node, context_source=f"enforced by {policy}")
-        guard = GuardInfo(guard_node=f"enforced by {policy}", prompt_id=run_records.executing()[0], ctx=ctx,
+        guard = GuardInfo(guard_node=f"enforced by {policy}", prompt_id=executing()[0], ctx=ctx,
                           node=spec.node)
         step = Step(spec.node, NodeClass(nodes.NODE_CLASS_MAPPINGS[spec.consumer], spec.node), spec.input, policy,
                     ctx, record, guard)
         out = []
         for item in value:
             try:
-                out.append(conform_value(spec.kind, item, step))
+                out.append((item, conform_value(spec.kind, item, step)))
             except Exception as e:  # noqa: BLE001 - whatever it is, it must land on the user's node, not this step
                 if not isinstance(e, PrecisionError):
                     log.exception("precision-safe: conforming %s input '%s' failed", spec.node, spec.input)
-                out.append(ExecutionBlocker(str(e) if isinstance(e, PrecisionError)
-                                            else f"[{spec.node}, input '{spec.input}'] conforming it to {policy}'s "
-                                                 f"context failed: {type(e).__name__}: {e}"))
-        if record.casts or record.notes:
-            run_records.add(record, node_id=spec.node_id, class_type=spec.consumer)
-        return io.NodeOutput(out)
+                out.append((item, ExecutionBlocker(str(e) if isinstance(e, PrecisionError)
+                                                   else f"[{spec.node}, input '{spec.input}'] conforming it to "
+                                                        f"{policy}'s context failed: {type(e).__name__}: {e}")))
+        if not (record.casts or record.notes):  # nothing changed: the values pass on as they came
+            return io.NodeOutput([conformed for _, conformed in out])
+        # the record is the consumer's: it names the node and input the conform step changed a value for
+        return io.NodeOutput([NodeRun(record, spec.node_id, spec.consumer, carried(item)).carry(conformed)[0]
+                              for item, conformed in out])
 
 
 NODES = [ConformStep]

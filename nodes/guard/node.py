@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..host import extra_models, run_records
+from ..host import extra_models
 from ..host.attach import find_context
 from ..host.dtype_guard import GuardInfo, guard_model, guard_vae
 from ..host.links import check_passthrough
-from ..host.node_report import recording, ui_payload
+from ..host.records import executing, recording, ui_payload
 from ..host.types import CATEGORY, PrecisionContextType
 
 
@@ -49,14 +49,17 @@ class PrecisionGuard(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model=None, vae=None, context=None, **more) -> io.NodeOutput:
-        with recording("PrecisionGuard", cls.hidden.unique_id) as record:
+    def execute(cls, model=None, vae=None, context=None, upscale_model=None, control_net=None,
+                clip_vision=None) -> io.NodeOutput:
+        more = {"upscale_model": upscale_model, "control_net": control_net, "clip_vision": clip_vision}
+        with recording(cls, model, vae, *more.values()) as run:
+            record = run.record
             check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
                               {0: ("model", model), 1: ("vae", vae), **extra_models.passthrough(more, 2)}, record)
             ctx, record.context_source = find_context(context, model, vae)
             prompt = cls.hidden.prompt if isinstance(cls.hidden.prompt, dict) else {}
             info = GuardInfo(
-                guard_node=record.node, prompt_id=run_records.executing()[0],
+                guard_node=record.node, prompt_id=executing()[0],
                 class_types={str(k): v.get("class_type", "") for k, v in prompt.items() if isinstance(v, dict)},
                 ctx=ctx if record.context_source != "default (auto)" else None)
             new_model = new_vae = None
@@ -69,7 +72,6 @@ class PrecisionGuard(io.ComfyNode):
             extras = extra_models.with_policy(ctx, record, more)
             if model is None and vae is None and not any(more.values()):
                 record.warnings.append("nothing connected: connect a MODEL and/or a VAE")
-        run_records.add(record, class_type="PrecisionSafeGuard")
-        return io.NodeOutput(new_model, new_vae, *extras, ui=ui_payload(record))
+        return io.NodeOutput(*run.carry(new_model, new_vae, *extras), ui=ui_payload(record))
 
 NODES = [PrecisionGuard]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import comfy.model_patcher
+import comfy.sd
 import torch
 
 from ..precision.context import PrecisionContext, dtype_name, pick
@@ -117,6 +119,17 @@ def vae_with_policy(vae, ctx: PrecisionContext, want: Optional[Resolution] = Non
     return new, f"VAE copy decodes at {want.name} ({want.reason}); its weights are a cached copy"
 
 
+def kind_of(obj) -> str:
+    """What a value is, as ComfyUI's types name it in the editor: MODEL, CLIP, VAE (else its class)."""
+    if isinstance(obj, comfy.model_patcher.ModelPatcher):
+        return "MODEL"
+    if isinstance(obj, comfy.sd.CLIP):
+        return "CLIP"
+    if isinstance(obj, comfy.sd.VAE):
+        return "VAE"
+    return type(obj).__name__
+
+
 def find_context(explicit: Optional[PrecisionContext], *objects) -> tuple[PrecisionContext, str]:
-    """The context a pack node uses: explicit edge, else one attached to a model it got, else auto."""
-    return pick(explicit, *(attached_context(o) for o in objects))
+    """The context a pack node uses: explicit edge, else one attached to a MODEL/CLIP/VAE it got, else auto."""
+    return pick(explicit, *((kind_of(o), attached_context(o)) for o in objects))

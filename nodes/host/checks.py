@@ -22,7 +22,7 @@ def check_latent(node: str, samples, latent_channels: int) -> torch.Tensor:
         raise PrecisionError(
             node, f"the LATENT is already non-finite (NaN/Inf) in batch items {bad}: the sampler upstream "
                   "produced it, decoding cannot fix it.",
-            "run the model at a wider dtype (PrecisionPolicy unet_dtype bf16/fp32) or check the sampler settings.",
+            "run the model at a wider dtype (Precision Policy unet_dtype bf16/fp32) or check the sampler settings.",
             "samples")
     return samples
 
@@ -34,13 +34,13 @@ def check_image(record, image: torch.Tensor, ctx) -> None:
         return
     problem = f"the IMAGE is already non-finite (NaN/Inf) in batch items {bad}: the node upstream produced it."
     if ctx.on_nonfinite == "error":
-        raise PrecisionError(record.node, problem, "fix the upstream node (e.g. decode with SafeVAEDecode).", "image")
+        raise PrecisionError(record.node, problem, "fix the upstream node (e.g. decode with Safe VAE Decode).", "image")
     record.warnings.append(problem + " Those pixels pass through as they are.")
 
 
 BF16_IMAGES = ("core Save Image / Preview Image and every node that converts an IMAGE to numpy fail on bf16 (numpy has "
                "no bf16: 'Got unsupported ScalarType BFloat16'); save with Save Image (with precision record), or set "
-               "PrecisionPolicy's 'intermediate' to fp16 or fp32 (core saves both)")
+               "Precision Policy's 'intermediate' to fp16 or fp32 (core saves both)")
 
 
 def warn_bf16_image(record, images: torch.Tensor) -> None:

@@ -6,7 +6,6 @@ No resolver here: what dtype to copy at is decided by the caller (attach.py, the
 from __future__ import annotations
 
 import copy
-import threading
 import weakref
 from typing import Optional
 
@@ -15,6 +14,7 @@ import torch
 
 from ..precision.casting import cast_module_copy
 from ..precision.context import PrecisionContext
+from ..precision.memo import PerSource
 
 KEY = "precision_safe_context"  # in ModelPatcher.model_options (survives further clones) / on our VAE copies
 
@@ -30,8 +30,7 @@ def attached_context(obj) -> Optional[PrecisionContext]:
 
 # Weight copies at another dtype, per source module (weakly: a copy never keeps its source alive) and dtype, so a
 # second policy node or a later run costs no new copy.
-_MODULE_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_COPY_LOCK = threading.Lock()
+_MODULE_COPIES = PerSource()
 _RESET_ON_COPY = {"model_loaded_weight_memory": 0, "lowvram_patch_counter": 0, "model_lowvram": False,
                   "current_weight_patches_uuid": None, "model_offload_buffer_memory": 0}
 
@@ -55,11 +54,8 @@ def module_at_dtype(source: torch.nn.Module, dtype: torch.dtype, device, origina
     module's storage dtype(s) are at `dtype` (tensors ComfyUI keeps in fp32 on purpose, e.g. a CLIP's logit scale or
     a model's sigma table, stay as they are), made once per source module and dtype.
     Returns (copy, whether it was made now)."""
-    key = (dtype, prefix)
-    with _COPY_LOCK:
-        made = _MODULE_COPIES.get(source, {}).get(key)
-        if made is not None:
-            return made, False
+
+    def make():
         # shared, not copied: the patchers that own the source (copying one would copy the source again) and ComfyUI's
         # model config (read-only; newer cores answer None for any attribute it lacks, which breaks deepcopy)
         owners = [v for m in source.modules() for k, v in m.__dict__.items()
@@ -71,8 +67,9 @@ def module_at_dtype(source: torch.nn.Module, dtype: torch.dtype, device, origina
         _fresh(made, device)
         if hasattr(made, "manual_cast_dtype"):
             made.manual_cast_dtype = None  # the weights are at the compute dtype now
-        _MODULE_COPIES.setdefault(source, {})[key] = made
-        return made, True
+        return made
+
+    return _MODULE_COPIES.made(source, (dtype, prefix), make)
 
 
 def patcher_at_dtype(patcher, dtype: torch.dtype, prefix: str = ""):
@@ -96,7 +93,7 @@ def patcher_at_dtype(patcher, dtype: torch.dtype, prefix: str = ""):
 
 # Cast copies per source VAE, reused while that VAE lives (a retry or a second policy node costs no new copy).
 # Copies refer to their source only weakly, so this cache never keeps a VAE alive.
-_CAST_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CAST_COPIES = PerSource()
 
 
 def vae_source(vae):
@@ -110,8 +107,8 @@ def _cast_copy(vae, dtype: torch.dtype):
     source = vae_source(vae)
     if source.vae_dtype == dtype:
         return source
-    copies = _CAST_COPIES.setdefault(source, {})
-    if dtype not in copies:
+
+    def make():
         new = copy.copy(source)
         new.first_stage_model, _ = module_at_dtype(source.first_stage_model, dtype, source.patcher.offload_device)
         new.patcher = comfy.model_patcher.ModelPatcher(
@@ -119,8 +116,9 @@ def _cast_copy(vae, dtype: torch.dtype):
         new.vae_dtype = dtype
         new.size = None
         new._precision_safe_source = weakref.ref(source)
-        copies[dtype] = new
-    return copies[dtype]
+        return new
+
+    return _CAST_COPIES.made(source, dtype, make)[0]
 
 
 def vae_at_dtype(vae, dtype: torch.dtype, ctx: Optional[PrecisionContext] = None):

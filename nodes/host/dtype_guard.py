@@ -22,8 +22,9 @@ import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors, explain_shape_errors
-from . import run_records
+from .links import node_label
 from .patches import patch_modules
+from .records import executing
 
 KEY = "precision_safe_guard"  # wrapper key on MODEL clones / attribute on guarded VAE copies
 
@@ -32,21 +33,21 @@ KEY = "precision_safe_guard"  # wrapper key on MODEL clones / attribute on guard
 class GuardInfo:
     """Who guarded the object and the prompt it ran in (for naming the core node that fails)."""
 
-    guard_node: str  # "PrecisionGuard #5"
+    guard_node: str  # "Precision Guard #5"
     prompt_id: Optional[str] = None
     class_types: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node id -> class_type
     ctx: Optional[PrecisionContext] = None
     node: Optional[str] = None  # the one node this object was made for ("KSampler #7"), when known
 
     def label(self) -> str:
-        """'KSampler #7 (guarded by PrecisionGuard #5)': the node running now, named when the prompt is known."""
+        """'KSampler #7 (guarded by Precision Guard #5)': the node running now, named when the prompt is known."""
         if self.node is not None:
             return f"{self.node} ({self.guard_node})"
-        prompt_id, node_id = run_records.executing()
+        prompt_id, node_id = executing()
         if node_id is None:
             return f"guarded by {self.guard_node}"
         cls = self.class_types.get(node_id) if prompt_id == self.prompt_id else None
-        return f"{cls or 'node'} #{node_id} (guarded by {self.guard_node})"
+        return f"{node_label(cls or 'node', node_id)} (guarded by {self.guard_node})"
 
 
 def _misreported(err: DtypeMismatchError, kind: str, role: str, declared: Optional[torch.dtype],
@@ -62,7 +63,7 @@ def _misreported(err: DtypeMismatchError, kind: str, role: str, declared: Option
     now = f" (the connected context runs '{role}' at {ctx.choice(role)})" if ctx is not None else ""
     problem = (f"{err.problem} The {kind} declares {stated}, so ComfyUI cast the input to {stated}, but its weights "
                f"there are {weights}: whatever loaded or patched the {kind} cast them without telling ComfyUI.")
-    fix = (f"pass the {kind} through PrecisionPolicy with {role}_dtype {weights}{now}: its copy declares and computes "
+    fix = (f"pass the {kind} through Precision Policy with {role}_dtype {weights}{now}: its copy declares and computes "
            f"{weights} consistently; or load the {kind} with a loader that sets its dtype.")
     return DtypeMismatchError(err.node, problem, fix, module_path=err.module_path, weight_dtype=weights,
                               input_dtype=err.input_dtype, graph_inputs=err.graph_inputs, role=role,
@@ -74,14 +75,14 @@ def _blames_a_part(err: DtypeMismatchError, kind: str) -> Optional[DtypeMismatch
     MODEL itself: its own dtype is the culprit, not the UNet block that called it. None otherwise."""
     path = err.module_path or ""
     if path.startswith("patch "):
-        fix = ("turn on enforce_downstream on a PrecisionPolicy upstream of this node: the MODEL it hands over runs "
+        fix = ("turn on enforce_downstream on a Precision Policy upstream of this node: the MODEL it hands over runs "
                "each patch at the UNet's dtype (inputs cast at the patch's boundary; fp8 patch weights copied to the "
                "compute dtype)")
         if err.weight_dtype in ("fp16", "bf16", "fp32") and err.weight_dtype != err.input_dtype:
-            fix += f"; or set PrecisionPolicy's unet_dtype to {err.weight_dtype}, the patch's dtype"
+            fix += f"; or set Precision Policy's unet_dtype to {err.weight_dtype}, the patch's dtype"
         what = "this patch"
     elif path.startswith("control_net"):
-        fix = ("pass the CONTROL_NET through PrecisionPolicy before the node that applies it (or turn on "
+        fix = ("pass the CONTROL_NET through Precision Policy before the node that applies it (or turn on "
                "enforce_downstream upstream of that node): its copy runs at the context's dtype with casts at its "
                "boundary")
         what = "this ControlNet"

@@ -14,14 +14,14 @@ import asyncio
 import concurrent.futures
 import copy
 import logging
-import weakref
 
 from ..precision import enforce
 from ..precision.enforce import NodeType
+from ..precision.memo import PerSource
 
 log = logging.getLogger(__name__)
 
-_TYPES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node class -> NodeType
+_TYPES = PerSource()  # node class -> NodeType
 
 
 def _input_type(spec) -> str:
@@ -31,9 +31,10 @@ def _input_type(spec) -> str:
 
 def node_type(cls) -> NodeType:
     """What the rewrite needs to know about node class `cls` (read once per class)."""
-    known = _TYPES.get(cls)
-    if known is not None:
-        return known
+    return _TYPES.made(cls, NodeType, lambda: _read_type(cls))[0]
+
+
+def _read_type(cls) -> NodeType:
     declared = cls.INPUT_TYPES()
     inputs, raw = {}, set()
     for section in ("required", "optional"):
@@ -42,9 +43,7 @@ def node_type(cls) -> NodeType:
             extra = spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
             if extra.get("rawLink"):
                 raw.add(name)
-    found = NodeType(inputs=inputs, outputs=tuple(str(t) for t in cls.RETURN_TYPES), raw_links=frozenset(raw))
-    _TYPES[cls] = found
-    return found
+    return NodeType(inputs=inputs, outputs=tuple(str(t) for t in cls.RETURN_TYPES), raw_links=frozenset(raw))
 
 
 def node_types(prompt: dict) -> dict:

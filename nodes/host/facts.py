@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import weakref
 from typing import Optional
 
 import comfy.model_management as mm
 import torch
 
 from ..precision.context import ROLES, PrecisionContext, bf16_supported
+from ..precision.memo import PerSource
 from ..precision.reach import Census, census, is_storage_only, weights_device, weights_dtype
 from ..precision.resolve import Facts, Resolution, resolve
 from .fp16_verdict import vae_fp16_verdict
@@ -34,7 +34,7 @@ def model_compute_dtype(model) -> torch.dtype:
     return manual if manual is not None else model.model_dtype()
 
 
-_CENSUS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_CENSUS = PerSource()  # network -> (its first parameter, as _census_key says) -> its Census
 
 
 def _census_key(net: torch.nn.Module) -> tuple:
@@ -50,11 +50,7 @@ def model_storage(model) -> Census:
     patching writes patched weights back at their stored dtype and layout, so the formats belong to the network as
     loaded; a network converted in place (`.to(dtype)`) changes its first parameter's dtype and is walked again."""
     net = getattr(model.model, "diffusion_model", model.model)
-    key = _census_key(net)
-    known = _CENSUS.get(net)
-    if known is None or known[0] != key:
-        known = _CENSUS[net] = (key, census(net))
-    return known[1]
+    return _CENSUS.made(net, _census_key(net), lambda: census(net))[0]
 
 
 def storage_summary(found: Census) -> str:

@@ -10,13 +10,12 @@ the device has it, else fp32; ComfyUI's default bf16/fp32 VAEs are never probed.
 """
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import Optional
 
 import torch
 
 from ..precision.fp16_probe import DEFAULT_MARGIN, Fp16Verdict, VerdictCache, fingerprint, probe_fp16, probe_latent
+from ..precision.memo import PerSource
 from .copies import vae_at_dtype, vae_source
 
 CACHE = VerdictCache()
@@ -25,8 +24,7 @@ PROBE_SIZE = 16  # latent 16x16 -> a 128x128 image for an SD VAE: milliseconds o
 # the weights (~4 ms for an SD VAE's ~250 tensors, measured on the H200 box). Same assumption as copies.py's
 # cast-copy cache: a loaded VAE's weights are not changed in place. A reloaded VAE is a new object: fingerprinted,
 # then found in CACHE without a probe.
-_BY_MODEL: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_BY_MODEL_LOCK = threading.Lock()
+_BY_MODEL = PerSource()  # VAE model -> margin -> verdict
 
 
 def vae_fp16_verdict(vae, margin: float = DEFAULT_MARGIN) -> Optional[Fp16Verdict]:
@@ -35,8 +33,7 @@ def vae_fp16_verdict(vae, margin: float = DEFAULT_MARGIN) -> Optional[Fp16Verdic
     if getattr(source, "latent_dim", 2) != 2 or getattr(source, "first_stage_model", None) is None:
         return None
     model = source.first_stage_model
-    with _BY_MODEL_LOCK:
-        hit = _BY_MODEL.get(model, {}).get(margin)
+    hit = _BY_MODEL.get(model, margin)
     if hit is not None:
         return hit
     key = fingerprint(model)
@@ -47,13 +44,11 @@ def vae_fp16_verdict(vae, margin: float = DEFAULT_MARGIN) -> Optional[Fp16Verdic
         return probe_fp16(v16.first_stage_model, lambda: v16.decode(latent), margin)
 
     verdict = CACHE.verdict(key, probe, margin)
-    with _BY_MODEL_LOCK:
-        _BY_MODEL.setdefault(model, {})[margin] = verdict
+    _BY_MODEL.put(model, margin, verdict)
     return verdict
 
 
 def clear_caches() -> None:
     """Forget every verdict (benchmarks measure cold runs with it)."""
     CACHE.clear()
-    with _BY_MODEL_LOCK:
-        _BY_MODEL.clear()
+    _BY_MODEL.clear()

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from typing import Mapping, NamedTuple, Optional
 
+from ..precision.enforce import PACK_PREFIX
 from ..precision.errors import PrecisionError
+from .records import label
+
+
+def node_label(class_type: str, node_id: str) -> str:
+    """A node of the prompt as messages name it: a pack node by its display name (as its own messages name it),
+    another by its class."""
+    import nodes  # ComfyUI's registry (the pack's own package is never imported under this name)
+    pack_name = nodes.NODE_DISPLAY_NAME_MAPPINGS.get(class_type) if class_type.startswith(PACK_PREFIX) else None
+    return label(pack_name or class_type, node_id)
 
 
 class Source(NamedTuple):
@@ -15,7 +25,7 @@ class Source(NamedTuple):
     class_type: str
 
     def label(self) -> str:
-        return f"{self.class_type} #{self.node_id}"
+        return node_label(self.class_type, self.node_id)
 
 
 class Consumer(NamedTuple):
@@ -25,8 +35,11 @@ class Consumer(NamedTuple):
     input_type: str  # "MODEL", "VAE", ... as the consumer declares it ("" if unknown)
     required: bool
 
+    def node(self) -> str:
+        return node_label(self.class_type, self.node_id)
+
     def label(self) -> str:
-        return f"{self.class_type} #{self.node_id} (input '{self.input_name}')"
+        return f"{self.node()} (input '{self.input_name}')"
 
 
 def _is_link(value) -> bool:
@@ -122,7 +135,7 @@ def check_passthrough(node: str, node_id, prompt, outputs: Mapping[int, tuple], 
         fix = (_upstream_fix(prompt, source, kind) if source
                else f"connect a {kind} to this node's '{name}' input (e.g. from the checkpoint loader)")
         first = needed[0]
-        fix += f", or connect {first.class_type} #{first.node_id}'s '{first.input_name}' straight to a {kind}."
+        fix += f", or connect {first.node()}'s '{first.input_name}' straight to a {kind}."
         raise PrecisionError(node, problem, fix, name)
 
 

@@ -11,7 +11,7 @@ from ..host.enforcement import governed_summary
 from ..host.facts import describe_table, table
 from ..host.inputs import Combo
 from ..host.links import check_passthrough
-from ..host.node_report import recording, ui_payload
+from ..host.records import recording, ui_payload
 from ..host.types import CATEGORY, PrecisionContextType
 from ..precision.context import DTYPE_CHOICES, ON_MISMATCH, ON_NONFINITE, ROLES, PrecisionContext
 
@@ -82,8 +82,10 @@ class PrecisionPolicy(io.ComfyNode):
     @classmethod
     def execute(cls, unet_dtype, vae_dtype, text_encoder_dtype, detector_dtype, sam_dtype, intermediate_dtype,
                 on_mismatch, on_nonfinite, model=None, clip=None, vae=None, enforce_downstream=True,
-                **more) -> io.NodeOutput:
-        with recording("PrecisionPolicy", cls.hidden.unique_id) as record:
+                upscale_model=None, control_net=None, clip_vision=None) -> io.NodeOutput:
+        more = {"upscale_model": upscale_model, "control_net": control_net, "clip_vision": clip_vision}
+        with recording(cls, model, clip, vae, *more.values()) as run:
+            record = run.record
             check_passthrough(record.node, cls.hidden.unique_id, cls.hidden.prompt,
                               {1: ("model", model), 2: ("clip", clip), 3: ("vae", vae),
                                **extra_models.passthrough(more, 4)}, record)
@@ -108,7 +110,7 @@ class PrecisionPolicy(io.ComfyNode):
             extras = extra_models.with_policy(ctx, record, more)
             if enforce_downstream:
                 record.notes.append(governed_summary(cls.hidden.prompt, cls.hidden.unique_id))
-        return io.NodeOutput(ctx, new_model, new_clip, new_vae, *extras,
+        return io.NodeOutput(ctx, *run.carry(new_model, new_clip, new_vae, *extras),
                              ui=ui_payload(record, f"{describe_table(list(resolved.values()))}\n"
                                                    f"{record.to_text(include_ran=False)}"))
 

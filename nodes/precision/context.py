@@ -68,16 +68,18 @@ class PrecisionContext:
 DEFAULT = PrecisionContext()
 
 
-def pick(explicit: Optional[PrecisionContext], *attached: Optional[PrecisionContext]) -> tuple[PrecisionContext, str]:
-    """The context a node uses: an explicit edge wins, then one attached to a model it got, then `auto`.
+def pick(explicit: Optional[PrecisionContext],
+         *attached: tuple[str, Optional[PrecisionContext]]) -> tuple[PrecisionContext, str]:
+    """The context a node uses: an explicit edge wins, then one attached to a value it got (`attached`: (what the
+    value is, "MODEL" / "CLIP" / "VAE", its context or None)), then `auto`.
 
     Returns the context and where it came from, for the report.
     """
     if explicit is not None:
         return explicit, "context input"
-    for ctx in attached:
+    for kind, ctx in attached:
         if ctx is not None:
-            return ctx, "attached to model"
+            return ctx, f"attached to {kind}"
     return DEFAULT, "default (auto)"
 
 

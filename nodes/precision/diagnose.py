@@ -228,14 +228,14 @@ def explain(exc: BaseException, node: str, modules: Optional[Mapping] = None, in
         origin = f"no graph input is {inp}, so the model made it"
 
     role = _role_of(key, roles)
-    role_txt = f"PrecisionPolicy's '{role}'" if role else "the PrecisionPolicy role that runs this model"
+    role_txt = f"Precision Policy's '{role}'" if role else "the Precision Policy role that runs this model"
     if (own or "").startswith("float8") and (inp or "fp32") in ("fp16", "bf16", "fp32"):
         # fp8 is storage only: code used fp8 weights raw (a LoRA delta or a patch added to them), no dtype of the
         # role's makes torch compute in fp8; weights at the compute dtype do
         problem = (f"dtype mismatch in {where}: its input is {inp or 'of a wider dtype'}, its weights {own}; fp8 is a "
                    f"storage dtype torch does not compute in, ComfyUI's ops cast it per layer, and this code used it "
                    f"raw; {origin}")
-        fix = (f"pass the MODEL through PrecisionPolicy with unet_dtype {inp or 'bf16'} after the LoRA / patch that "
+        fix = (f"pass the MODEL through Precision Policy with unet_dtype {inp or 'bf16'} after the LoRA / patch that "
                f"touches these weights: its clone merges weight patches at the compute dtype, not into the {own} "
                f"storage; or load the model at fp16/bf16 (UNETLoader weight_dtype default)")
         problem += f" (torch: {str(exc).splitlines()[0]})."
@@ -279,7 +279,7 @@ def _explain_fp8_mm(exc, found: dict, node: str, modules: Mapping, roles: Mappin
         got = found["got"] or "another dtype"
         problem = (f"fp8 matmul (torch._scaled_mm) in {where} refused a {got} bias: it takes a bf16 or fp16 bias and "
                    f"output, and the layer computes at {compute or got}")
-        fix = (f"set PrecisionPolicy's '{role}' to bf16 (fp16 where the GPU has no bf16): ComfyUI then casts the bias "
+        fix = (f"set Precision Policy's '{role}' to bf16 (fp16 where the GPU has no bf16): ComfyUI then casts the bias "
                f"and the output to it; {fast}")
     else:
         scale = _scale_dtype(module) if module is not None else None

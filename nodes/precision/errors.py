@@ -19,7 +19,7 @@ def mismatch_message(node: str, input_name: str, found: str, expected: str, role
     return PrecisionError(
         node,
         f"got {found} but the precision context expects {expected} for role '{role}'.",
-        f"set PrecisionPolicy's '{role}' to {found.split(' ')[0]} to accept it, or set on_mismatch to 'cast' "
+        f"set Precision Policy's '{role}' to {found.split(' ')[0]} to accept it, or set on_mismatch to 'cast' "
         f"to convert it to {expected} (the cast is recorded in the report).",
         input_name,
     )

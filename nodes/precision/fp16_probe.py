@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
-import weakref
 from typing import Callable, Optional
 
 import torch
+
+from .memo import PerSource
 
 FP16_MAX = float(torch.finfo(torch.float16).max)  # 65504
 DEFAULT_MARGIN = 8.0  # unsafe above 65504/8 = 8188
@@ -47,8 +48,7 @@ class Fp16Verdict:
 
 # ------------------------------------------------------------------------------------------ fingerprint
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_FP_LOCK = threading.Lock()
+_FINGERPRINTS = PerSource()  # module -> "fingerprint" -> (what it is valid for, the digest)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -101,13 +101,11 @@ def fingerprint(module: torch.nn.Module) -> str:
     """`compute_fingerprint`, cached per module object (recomputed if a weight was changed in place)."""
     tensors = [t for _, t in _named_tensors(module)]
     versions = _versions(tensors)
-    with _FP_LOCK:
-        hit = _FINGERPRINTS.get(module)
-        if hit is not None and hit[0] == versions:
-            return hit[1]
+    hit = _FINGERPRINTS.get(module, "fingerprint")
+    if hit is not None and hit[0] == versions:
+        return hit[1]
     digest = compute_fingerprint(module)
-    with _FP_LOCK:
-        _FINGERPRINTS[module] = (versions, digest)
+    _FINGERPRINTS.put(module, "fingerprint", (versions, digest))
     return digest
 
 

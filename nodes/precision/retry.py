@@ -38,7 +38,7 @@ def run_with_retry(
     if ctx.on_nonfinite == "error":
         raise PrecisionError(
             record.node, f"{role} output at {first} is non-finite (NaN/Inf) for batch items {bad}.",
-            f"set PrecisionPolicy's '{role}' to bf16 or fp32, or on_nonfinite to 'retry'.")
+            f"set Precision Policy's '{role}' to bf16 or fp32, or on_nonfinite to 'retry'.")
     if ctx.on_nonfinite == "retry":
         out = out.clone()  # the first result may be a cached tensor: never write into it
         for wider in wider_dtypes(dtype, device):

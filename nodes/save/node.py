@@ -12,12 +12,11 @@ from comfy_api.latest import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from ..host import run_records
 from ..host.links import source_of
-from ..host.node_report import recording
+from ..host.records import recording
 from ..host.types import CATEGORY
 from ..precision.context import dtype_name
-from ..precision.enforce import CONFORM, unwrap
+from ..precision.enforce import CONFORM, PACK_PREFIX, unwrap
 from ..precision.errors import PrecisionError
 from ..precision.finite import nonfinite_items
 
@@ -40,24 +39,24 @@ def _upstream(prompt: dict, node_id: str) -> set:
 
 
 def _is_pack_node(class_type) -> bool:
-    return str(class_type or "").startswith(run_records.PACK_PREFIX) and class_type != CONFORM
+    """A pack node the user placed (a conform step files its record under the node it conformed for)."""
+    return str(class_type or "").startswith(PACK_PREFIX) and class_type != CONFORM
 
 
-def precision_chunk(prompt_id, node_id, prompt: dict, own: dict) -> dict:
-    """The JSON written to the PNG: the records of every pack node of this run that finished before this one
-    (`upstream`: it fed these images; `cached`: reused from ComfyUI's cache, so its record is from the run that
-    made it), then this node's own."""
+def precision_chunk(run, prompt: dict) -> dict:
+    """The JSON written to the PNG: the records that reached this node with its images, upstream first (`cached`:
+    made by an earlier run whose output ComfyUI reused, under that run's node ids), then this node's own;
+    `unrecorded_upstream`: the pack nodes upstream in the prompt whose records did not reach it (a core node in
+    between made a new value from theirs)."""
     prompt = prompt if isinstance(prompt, dict) else {}
-    node_id = str(node_id)
-    upstream = _upstream(prompt, node_id)
-    entries = run_records.collect(prompt_id, prompt, upstream=upstream, exclude=[node_id])
-    entries.append({"node_id": node_id, "class_type": "PrecisionSafeSaveImage", "upstream": False, "cached": False,
-                    "record": own})
-    # upstream pack nodes with no record at all: reused from the cache before any record of theirs was seen (a node
-    # enforce_downstream wrapped is not one: it records only what its conform steps changed)
+    entries = [{"node_id": e["node_id"], "class_type": e["class_type"], "upstream": True,
+                "cached": e["prompt_id"] != run.prompt_id, "record": e["record"]} for e in run.upstream]
+    entries.append({"node_id": str(run.node_id), "class_type": run.class_type, "upstream": False, "cached": False,
+                    "record": run.record.to_dict()})
     seen = {e["node_id"] for e in entries}
-    unrecorded = [n for n in upstream if n not in seen and _is_pack_node((prompt.get(n) or {}).get("class_type"))]
-    return {"format": FORMAT, "prompt_id": prompt_id, "saved_by": node_id, "records": entries,
+    unrecorded = [n for n in _upstream(prompt, str(run.node_id))
+                  if n not in seen and _is_pack_node((prompt.get(n) or {}).get("class_type"))]
+    return {"format": FORMAT, "prompt_id": run.prompt_id, "saved_by": str(run.node_id), "records": entries,
             "unrecorded_upstream": sorted(unrecorded)}
 
 
@@ -70,8 +69,9 @@ class SaveImageWithRecord(io.ComfyNode):
             category=CATEGORY,
             description="Saves images to the output folder like core Save Image (same file names and counter, the "
                         "usual prompt/workflow metadata) and adds a 'precision' PNG text chunk: the JSON precision "
-                        "record of every pack node that ran in this run before it (dtypes used, casts, retries, "
-                        "warnings), so a saved image tells how it was made. bf16 IMAGEs (which core Save Image "
+                        "records that came with the images (dtypes used, casts, retries, warnings of the pack nodes "
+                        "they passed through; upstream pack nodes whose records a core node dropped are listed), so "
+                        "a saved image tells how it was made. bf16 IMAGEs (which core Save Image "
                         "cannot convert) are cast to fp32 and recorded. IMAGEs holding NaN/Inf (they would save "
                         "black) are refused, naming the node that produced them, unless save_nonfinite is on.",
             inputs=[
@@ -90,8 +90,8 @@ class SaveImageWithRecord(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, filename_prefix="ComfyUI", save_nonfinite=False) -> io.NodeOutput:
-        prompt_id, _ = run_records.executing()
-        with recording("SaveImageWithRecord", cls.hidden.unique_id) as record:
+        with recording(cls, images) as run:
+            record = run.record
             if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
                 raise PrecisionError(record.node, f"expected an IMAGE batch [B, H, W, C], got "
                                      f"{getattr(images, 'shape', type(images).__name__)}.",
@@ -114,7 +114,7 @@ class SaveImageWithRecord(io.ComfyNode):
             full_output_folder, filename, counter, subfolder, filename_prefix = folder_paths.get_save_image_path(
                 filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])
             record.notes.append(f"{images.shape[0]} image(s) {images.shape[2]}x{images.shape[1]} saved")
-        chunk = precision_chunk(prompt_id, cls.hidden.unique_id, cls.hidden.prompt, record.to_dict())
+        chunk = precision_chunk(run, cls.hidden.prompt)
         results = []
         for batch_number, image in enumerate(images):
             pixels = np.nan_to_num(255.0 * image.detach().float().cpu().numpy(), nan=0.0, posinf=255.0, neginf=0.0)
@@ -131,7 +131,6 @@ class SaveImageWithRecord(io.ComfyNode):
             img.save(os.path.join(full_output_folder, file), pnginfo=metadata, compress_level=4)
             results.append({"filename": file, "subfolder": subfolder, "type": "output"})
             counter += 1
-        run_records.add(record, prompt_id=prompt_id, class_type="PrecisionSafeSaveImage")
         return io.NodeOutput(ui={"images": results, "precision_safe": [record.to_dict()]})
 
 NODES = [SaveImageWithRecord]

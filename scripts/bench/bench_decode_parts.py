@@ -57,8 +57,8 @@ def main():
     nodes = import_comfy(comfy_dir, cpu=not args.cuda)
     import torch
     # the pack's modules as ComfyUI loaded them
-    attach, copies, checks, finite, node_report, resolver, report = (pack_module(nodes, m) for m in (
-        "host.attach", "host.copies", "host.checks", "precision.finite", "host.node_report", "host.facts",
+    attach, copies, checks, finite, records, resolver, report = (pack_module(nodes, m) for m in (
+        "host.attach", "host.copies", "host.checks", "precision.finite", "host.records", "host.facts",
         "precision.report"))
 
     vae = nodes.CheckpointLoaderSimple().load_checkpoint(args.ckpt)[2]
@@ -89,7 +89,7 @@ def main():
                                                         resolver.resolution(ctx, "intermediate")),
                 "nonfinite_items(IMAGE on the CPU)": lambda: finite.nonfinite_items(image),
                 "vae_at_dtype (same dtype)": lambda: copies.vae_at_dtype(vae, vae.vae_dtype),
-                "ui_payload": lambda: node_report.ui_payload(record),
+                "ui_payload": lambda: records.ui_payload(record),
             }
             if args.cuda:  # core's time = the decoder on the GPU + converting and clamping its output on the CPU
                 on_gpu = latent["samples"].to(vae.device, vae.vae_dtype)

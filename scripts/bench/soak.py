@@ -37,7 +37,7 @@ from comfy_client import (CHECKPOINT, COMFY_DIR, ERROR_MODE_PROMPT, ROOT, ComfyS
 
 REPEAT_SEED = 424242  # the fixed seed of the prompts that come back
 FAIL_NODE, FAIL_TYPE = "5", "PrecisionSafeVAEDecode"  # where comfy_client's ERROR_MODE_PROMPT stops
-FAIL_MESSAGE_PARTS = ("SafeVAEDecode #5", "input 'samples'", "got bf16", "expects fp32", "Fix:")
+FAIL_MESSAGE_PARTS = ("Safe VAE Decode #5", "input 'samples'", "got bf16", "expects fp32", "Fix:")
 
 
 def load_workflow(part):

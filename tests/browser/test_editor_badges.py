@@ -246,14 +246,14 @@ def test_precision_error_is_shown_on_the_node_that_raised_it(editor, screenshots
     texts = _texts(view)
     problem = " ".join(t for t, k in texts if k == "error")
     fix = " ".join(t for t, k in texts if k == "warn")
-    assert f"SafeVAEDecode #{decode}, input 'samples'" in problem and "got bf16" in problem
+    assert f"Safe VAE Decode #{decode}, input 'samples'" in problem and "got bf16" in problem
     assert fix.startswith("Fix: ") and "on_mismatch" in fix
     # the frontend's own error display carries the pack's message too
-    assert f"SafeVAEDecode #{decode}" in editor.shown_text(f"SafeVAEDecode #{decode}")
+    assert f"Safe VAE Decode #{decode}" in editor.shown_text(f"Safe VAE Decode #{decode}")
     editor.dismiss_dialogs()
     drawn = editor.drawn(decode)
     assert _drawn_in(drawn, "✖ precision error", BADGE_FG["error"])
-    assert any(t["color"] == TEXT["error"] and t["text"].startswith(f"✖ SafeVAEDecode #{decode}")
+    assert any(t["color"] == TEXT["error"] and t["text"].startswith(f"✖ Safe VAE Decode #{decode}")
                for t in drawn["texts"])
     editor.screenshot(os.path.join(screenshots, "precision-error.png"))
     width_with_error = editor.evaluate("(id) => app.graph.getNodeById(id).size[0]", decode)

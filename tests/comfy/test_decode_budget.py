@@ -57,7 +57,7 @@ def test_a_decode_too_big_for_memory_goes_tiled_and_stops_on_interrupt(comfy, va
     import comfy.model_management as mm
     report = comfy.pack_module("nodes.precision.report")
     side = huge_side(taesd)
-    record = report.PrecisionRecord("SafeVAEDecode #t")
+    record = report.PrecisionRecord("Safe VAE Decode #t")
     mm.interrupt_current_processing(True)  # as POST /interrupt does; the first tile must see it
     try:
         with pytest.raises(mm.InterruptProcessingException):
@@ -78,6 +78,6 @@ def test_a_decode_that_cannot_fit_even_tiled_is_refused_with_the_figures(comfy):
     r = comfy.run(g.finalize())
     assert not r.success and r.error["node_id"] == safe.id, r.error
     msg = r.error["exception_message"]
-    assert msg.startswith(f"[SafeVAEDecode #{safe.id}, input 'samples'] decoding {batch} x 16384x16384 px needs ~")
+    assert msg.startswith(f"[Safe VAE Decode #{safe.id}, input 'samples'] decoding {batch} x 16384x16384 px needs ~")
     assert "for the decoded IMAGE itself" in msg and "of memory is free" in msg
     assert "Fix: decode fewer or smaller latents at a time" in msg

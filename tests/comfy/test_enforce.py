@@ -25,8 +25,11 @@ def _graph(on_mismatch="cast", enforce=True):
     return prompt, p.id, dec.id, half.id, preview.id, sampler.id
 
 
-def _prompt_id(r):
-    return next(d["prompt_id"] for e, d in r.messages if e == "execution_start")
+def _records(comfy, step, node_id):
+    """The records conform step `step`'s (first) output carries for `node_id`: a step files its record under the
+    node it conformed for, on the value it hands that node."""
+    carried = comfy.pack_module("nodes.host.records").carried(comfy.output(step))
+    return [e["record"] for e in carried if e["node_id"] == node_id]
 
 
 def test_error_mode_blocks_the_users_node_with_the_input_dtypes_and_fix(comfy):
@@ -35,10 +38,10 @@ def test_error_mode_blocks_the_users_node_with_the_input_dtypes_and_fix(comfy):
     assert not r.success
     assert r.error["node_id"] == preview and r.error["node_type"] == "PreviewImage"
     msg = r.error["exception_message"]
-    assert msg.startswith(f"Execution Blocked: [My Preview #{preview}, input 'images'] got bf16 but PrecisionPolicy "
+    assert msg.startswith(f"Execution Blocked: [My Preview #{preview}, input 'images'] got bf16 but Precision Policy "
                           f"#{pid} (enforce downstream) expects fp32 (what My Preview #{preview} is written for: "
                           "ComfyUI's IMAGE/LATENT dtype)"), msg
-    assert f"Fix: set on_mismatch to 'cast' on PrecisionPolicy #{pid}" in msg
+    assert f"Fix: set on_mismatch to 'cast' on Precision Policy #{pid}" in msg
 
 
 def test_cast_mode_runs_core_nodes_as_themselves_on_conformed_inputs_and_records_the_casts(comfy):
@@ -50,9 +53,12 @@ def test_cast_mode_runs_core_nodes_as_themselves_on_conformed_inputs_and_records
         assert sent[nid]["class_type"] == prompt[nid]["class_type"]
     assert sent[preview]["inputs"]["images"] == [f"{preview}.precision_safe.images", 0]
     assert sent[sampler]["inputs"] == prompt[sampler]["inputs"]  # not downstream of the policy: as it was
-    records = comfy.pack_module("nodes.host.run_records").registered(_prompt_id(r))
-    assert [c for rec in records[preview] for c in rec["casts"]] == ["images: bf16 -> fp32"]
-    assert any(n.startswith("vae: VAE copy") for rec in records[dec] for n in rec["notes"])
+    casts = _records(comfy, f"{preview}.precision_safe.images", preview)
+    assert [c for rec in casts for c in rec["casts"]] == ["images: bf16 -> fp32"]
+    assert casts[0]["node"] == f"My Preview #{preview}"
+    assert casts[0]["context_source"] == f"enforced by Precision Policy #{pid}"
+    vae = _records(comfy, f"{dec}.precision_safe.vae", dec)
+    assert len(vae) == 1 and vae[0]["notes"][0].startswith("vae: VAE copy"), vae
     assert r.ui(pid)["precision_safe"][0]["notes"][-1] == (
         f"enforce downstream: 4 inputs conformed (My Preview #{preview}: images; PSTest_CastImage #{half}: image; "
         f"VAEDecode #{dec}: samples, vae)")
@@ -118,7 +124,8 @@ def test_lists_pass_the_conform_steps_item_by_item(comfy):
     r = comfy.run(g.finalize(), fresh=True)
     assert r.success, r.error
     assert len(r.outputs[preview.id]["images"]) == 2  # the preview mapped over both items, as stock
-    records = comfy.pack_module("nodes.host.run_records").registered(_prompt_id(r))
-    assert [c for rec in records[split.id] for c in rec["casts"]] == ["images: bf16 -> fp32"]
-    assert preview.id not in records  # its two items come from RebatchImages already conformed: nothing to cast
+    casts = _records(comfy, f"{split.id}.precision_safe.images", split.id)
+    assert [c for rec in casts for c in rec["casts"]] == ["images: bf16 -> fp32"]
+    # its two items come from RebatchImages already conformed: nothing to cast, no record
+    assert _records(comfy, f"{preview.id}.precision_safe.images", preview.id) == []
     assert r.ui(save.id)["precision_safe"][0]["casts"] == ["images: bf16 -> fp32"]  # the pack's own node conforms

@@ -152,7 +152,7 @@ def test_nan_image_to_saver__stock_saves_black_silently__pack_refuses_naming_the
     g = GraphBuilder()
     bad = g.node("PSTest_PoisonImage", image=_image(g, batch=2).out(0), items="0")
     save = g.node("PrecisionSafeSaveImage", images=bad.out(0), filename_prefix="precision_safe_tests/corpus_nan")
-    _pack_error(comfy, g, save, "SaveImageWithRecord", "input 'images'", "items [0]",
+    _pack_error(comfy, g, save, "Save Image (with precision record)", "input 'images'", "items [0]",
                 f"from PSTest_PoisonImage #{bad.id}", "save_nonfinite")
 
 
@@ -278,7 +278,7 @@ def test_bf16_latent__stock_vaedecode_casts_silently__pack_errors_or_records_cas
     safe = g.node("PrecisionSafeVAEDecode", samples=half.out(0), vae=ckpt.out(2), context=p.out(0))
     g.node("PreviewImage", images=safe.out(0))
     if mode == "error":
-        _pack_error(comfy, g, safe, "SafeVAEDecode", "input 'samples'", "got bf16", "expects fp32",
+        _pack_error(comfy, g, safe, "Safe VAE Decode", "input 'samples'", "got bf16", "expects fp32",
                     "on_mismatch to 'cast'")
     else:
         r = _ok(comfy, g)
@@ -299,7 +299,7 @@ def test_nan_latent_from_sampler__stock_nan_image__pack_errors_blaming_the_sampl
     poisoned = g.node("PSTest_PoisonLatent", samples=sampler.out(0), items="0")
     safe = g.node("PrecisionSafeVAEDecode", samples=poisoned.out(0), vae=ckpt.out(2))
     g.node("PreviewImage", images=safe.out(0))
-    _pack_error(comfy, g, safe, "SafeVAEDecode", "already non-finite", "items [0]", "sampler upstream")
+    _pack_error(comfy, g, safe, "Safe VAE Decode", "already non-finite", "items [0]", "sampler upstream")
 
 
 # -- overflowing VAE at fp16 ----------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def test_overflow_vae_fp16__stock_black_image__pack_retries_errors_or_warns(comf
     safe = g.node("PrecisionSafeVAEDecode", samples=batch.out(0), vae=p.out(3))
     g.node("PreviewImage", images=safe.out(0))
     if mode == "error":
-        _pack_error(comfy, g, safe, "SafeVAEDecode", "vae output at fp16 is non-finite", "items [1]",
+        _pack_error(comfy, g, safe, "Safe VAE Decode", "vae output at fp16 is non-finite", "items [1]",
                     "'vae' to bf16 or fp32")
         return
     core = g.node("VAEDecode", samples=batch.out(0), vae=p.out(3))
@@ -404,7 +404,7 @@ def test_half_weight_vae_into_safe_decode__stock_raw_runtimeerror__pack_explains
     ckpt, sampler = txt2img(g, size=16)
     safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=_half_vae(g, ckpt).out(0))
     g.node("PreviewImage", images=safe.out(0))
-    _pack_error(comfy, g, safe, "SafeVAEDecode", "vae.post_quant_conv", "weights bf16", "its input is fp32")
+    _pack_error(comfy, g, safe, "Safe VAE Decode", "vae.post_quant_conv", "weights bf16", "its input is fp32")
 
     g = GraphBuilder()
     ckpt, sampler = txt2img(g, size=16)
@@ -422,7 +422,8 @@ def test_half_weight_vae_into_detailer__stock_no_core_detailer__pack_explains_va
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
     d = _small_detailer(g, g.node("LoadImage", image=shape_image).out(0), ckpt, vae=_half_vae(g, ckpt).out(0))
     g.node("PreviewImage", images=d.out(0))
-    _pack_error(comfy, g, d, "Detailer", "/ vae encode", "vae.encoder.conv_in", "weights bf16", "its input is fp32")
+    _pack_error(comfy, g, d, "Detailer (precision-safe)", "/ vae encode", "vae.encoder.conv_in", "weights bf16",
+                "its input is fp32")
 
 
 def test_half_weight_model_in_core_ksampler__stock_raw_runtimeerror__pack_guard_explains_on_ksampler(comfy):
@@ -453,7 +454,7 @@ def test_policy_model_output_without_a_model__stock_none_reaches_ksampler__pack_
     p = policy(g, sam_dtype="fp32")  # no MODEL connected, yet its model output feeds the KSampler
     ckpt, sampler = txt2img(g, size=16, model=p.out(1))
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
-    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'model'", "nothing is connected to its 'model' input",
+    _pack_error(comfy, g, p, "Precision Policy", "input 'model'", "nothing is connected to its 'model' input",
                 f"KSampler #{sampler.id} (input 'model') needs it", "connect a MODEL to this node's 'model' input")
 
 
@@ -463,7 +464,7 @@ def test_policy_vae_output_without_a_vae__stock_none_reaches_the_decoder__pack_e
     p = policy(g, sam_dtype="bf16")
     safe = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=p.out(3))
     g.node("PreviewImage", images=safe.out(0))
-    _pack_error(comfy, g, p, "PrecisionPolicy", "input 'vae'", f"PrecisionSafeVAEDecode #{safe.id} (input 'vae')",
+    _pack_error(comfy, g, p, "Precision Policy", "input 'vae'", f"Safe VAE Decode #{safe.id} (input 'vae')",
                 "connect a VAE")
 
 
@@ -472,7 +473,7 @@ def test_guard_with_nothing_connected__stock_none_reaches_ksampler__pack_errors_
     guard = g.node("PrecisionSafeGuard")
     ckpt, sampler = txt2img(g, size=16, model=guard.out(0))
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
-    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'model'", "nothing is connected to its 'model' input",
+    _pack_error(comfy, g, guard, "Precision Guard", "input 'model'", "nothing is connected to its 'model' input",
                 f"KSampler #{sampler.id} (input 'model')")
 
 
@@ -484,8 +485,8 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
     guard = g.node("PrecisionSafeGuard", vae=p.out(3))  # an optional input: the policy hands None on
     dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
     g.node("PreviewImage", images=dec.out(0))
-    _pack_error(comfy, g, guard, "PrecisionGuard", "input 'vae'",
-                f"its 'vae' input got nothing (None) from PrecisionSafePolicy #{p.id}", f"VAEDecode #{dec.id}")
+    _pack_error(comfy, g, guard, "Precision Guard", "input 'vae'",
+                f"its 'vae' input got nothing (None) from Precision Policy #{p.id}", f"VAEDecode #{dec.id}")
 
     g = GraphBuilder()  # nothing needs the guard's vae output: the run goes on, the policy's record says so
     ckpt, sampler = txt2img(g, size=16)
@@ -494,7 +495,7 @@ def test_empty_policy_vae_through_the_guard__stock_none_reaches_vaedecode__pack_
     g.node("PreviewImage", images=g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2)).out(0))
     g.node("PrecisionSafeDtypeInspect", value=guard.out(0))
     r = _ok(comfy, g)
-    assert f"'vae' output is empty (None): passed to PrecisionSafeGuard #{guard.id} (input 'vae')" in \
+    assert f"'vae' output is empty (None): passed to Precision Guard #{guard.id} (input 'vae')" in \
         r.ui(p.id)["precision_safe"][0]["notes"]
 
 
@@ -514,7 +515,7 @@ def test_cached_empty_policy_output_newly_connected__stock_none_reaches_the_node
     assert any(e == "execution_cached" and p.id in d["nodes"] for e, d in r.messages)
     assert not r.success and r.error["node_id"] == safe.id, r.error
     msg = r.error["exception_message"]
-    assert f"[SafeVAEDecode #{safe.id}, input 'vae'] got nothing (None) from PrecisionSafePolicy #{p.id}'s 'vae' " \
+    assert f"[Safe VAE Decode #{safe.id}, input 'vae'] got nothing (None) from Precision Policy #{p.id}'s 'vae' " \
            "output: nothing is connected to that node's 'vae' input." in msg, msg
 
 
@@ -667,9 +668,13 @@ def test_fp16_image_into_core_upscale_with_model__stock_input_type_half_bias_flo
     r = _ok(comfy, g)
     out = comfy.output(up.id)
     assert out.shape == (1, 16, 16, 3) and out.dtype == torch.float32 and torch.isfinite(out).all()
-    records = [e["record"] for e in _png_chunk(r, save)["records"] if e["node_id"] == up.id]
-    assert [c for rec in records for c in rec["casts"]] == ["image: fp16 -> fp32"]  # one record per conformed input
-    assert any("upscale_model: UPSCALE_MODEL copy" in n for rec in records for n in rec["notes"])
+    # the conform steps' records ride on the values they hand the upscaler (whose new IMAGE carries none on)
+    carried = comfy.pack_module("nodes.host.records").carried
+    image, model = (carried(comfy.output(f"{up.id}.precision_safe.{name}")) for name in ("image", "upscale_model"))
+    assert [e["record"]["casts"] for e in image if e["node_id"] == up.id] == [["image: fp16 -> fp32"]]
+    assert [e["record"]["notes"][0].split(":")[0] for e in model if e["node_id"] == up.id] == ["upscale_model"]
+    assert [e["class_type"] for e in model] == ["PrecisionSafePolicy", "ImageUpscaleWithModel"]  # policy's, then its
+    assert _png_chunk(r, save)["unrecorded_upstream"] == [p.id]
 
 
 def _png_chunk(r, save):
@@ -786,7 +791,7 @@ def test_half_weight_controlnet__stock_raw_error__pack_names_the_controlnet_and_
     g = GraphBuilder()
     sampler = _controlnet_graph(g, wrap="guard")
     msg = _pack_error(comfy, g, sampler, "KSampler", "control_net 0 (ControlNet)", "weights bf16",
-                      "its input is fp32", "pass the CONTROL_NET through PrecisionPolicy")
+                      "its input is fp32", "pass the CONTROL_NET through Precision Policy")
     assert "unet_dtype" not in msg  # the MODEL is not blamed
 
     for fix in ("policy", "enforce"):  # the two fixes the message names, applied

@@ -16,7 +16,7 @@ def _assert_explained(r, node, guard, *parts):
     assert r.error["node_id"] == node.id, r.error
     assert r.error["exception_type"].endswith("DtypeMismatchError"), r.error["exception_type"]
     msg = r.error["exception_message"]
-    assert f"#{node.id} (guarded by PrecisionGuard #{guard.id})" in msg, msg
+    assert f"#{node.id} (guarded by Precision Guard #{guard.id})" in msg, msg
     for part in parts:
         assert part in msg, (part, msg)
     return msg
@@ -33,6 +33,17 @@ def test_half_weight_vae_in_core_vaedecode_is_explained_on_vaedecode(comfy):
     msg = _assert_explained(r, dec, guard, "VAEDecode #", "vae.post_quant_conv", "weights bf16", "declares fp32",
                             "vae_dtype bf16", "Fix:", "torch: Input type (float) and bias type (c10::BFloat16)")
     assert "Traceback" not in msg
+
+
+def test_a_pack_node_running_a_guarded_vae_is_named_by_its_display_name(comfy):
+    g = GraphBuilder()
+    ckpt, sampler = txt2img(g, size=16)
+    bad = g.node("PSTest_HalfWeightsVAE", vae=ckpt.out(2), dtype="bf16")
+    guard = _guard(g, vae=bad.out(0))
+    dec = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=guard.out(1))
+    g.node("PreviewImage", images=dec.out(0))
+    r = comfy.run(g.finalize(), fresh=True)  # the guard runs in this prompt, so it knows the nodes' classes
+    _assert_explained(r, dec, guard, f"Safe VAE Decode #{dec.id} (guarded by", "vae.post_quant_conv", "weights bf16")
 
 
 def test_half_weight_model_in_core_ksampler_is_explained_on_ksampler(comfy):

@@ -19,7 +19,7 @@ def test_oom_falls_back_to_tiled_and_is_reported(comfy):
     limited = copy.copy(vae)
     limited.__class__ = FirstDecodeOOM
     latent = torch.randn(1, 4, 12, 12)
-    record = report.PrecisionRecord("SafeVAEDecode #t")
+    record = report.PrecisionRecord("Safe VAE Decode #t")
     img = vae_decode.decode_once(limited, latent, record)
     assert record.notes == ["out of memory: decoded 1 item(s) tiled"]
     ref = vae.decode(latent)

@@ -11,7 +11,9 @@ def test_policy_clones_leave_the_originals_alone(comfy):
     p = policy(g, unet_dtype="bf16", vae_dtype="bf16")
     p.set_input("model", ckpt.out(0))
     p.set_input("vae", ckpt.out(2))
+    p.set_input("clip", ckpt.out(1))
     clone_vae = g.node("PrecisionSafeDtypeInspect", value=p.out(3))
+    clone_clip = g.node("PrecisionSafeDtypeInspect", value=p.out(2))
     orig_vae = g.node("PrecisionSafeDtypeInspect", value=ckpt.out(2))
     clone_model = g.node("PrecisionSafeDtypeInspect", value=p.out(1))
     orig_model = g.node("PrecisionSafeDtypeInspect", value=ckpt.out(0))
@@ -27,7 +29,9 @@ def test_policy_clones_leave_the_originals_alone(comfy):
     assert "compute bf16" in r.ui(clone_model.id)["text"][0]
     assert "compute fp32" in r.ui(orig_model.id)["text"][0]
     # the clone's context is found without an explicit edge
-    assert "context: attached to model" in r.ui(clone_vae.id)["text"][0]
+    assert "context: attached to VAE" in r.ui(clone_vae.id)["text"][0]
+    assert "context: attached to MODEL" in r.ui(clone_model.id)["text"][0]
+    assert "context: attached to CLIP" in r.ui(clone_clip.id)["text"][0]
     assert "context: default (auto)" in r.ui(orig_vae.id)["text"][0]
     original = comfy.output(ckpt.id, 2)
     assert original.vae_dtype == torch.float32
@@ -54,7 +58,7 @@ def test_only_overflowing_items_are_retried_in_a_wider_dtype(comfy):
     rec = r.ui(safe.id)["precision_safe"][0]
     assert rec["ran"]["vae"] == "fp16 · cpu"
     assert rec["retries"] == ["items [1] fp16 -> bf16: finite"]
-    assert rec["context_source"] == "attached to model"
+    assert rec["context_source"] == "attached to VAE"
     safe_img, core_img = comfy.output(safe.id), comfy.output(core.id)
     assert torch.isfinite(safe_img).all() and safe_img[1].std() > 0.01
     assert torch.isfinite(core_img[0]).all() and not torch.isfinite(core_img[1]).all()  # core: black image
@@ -84,7 +88,7 @@ def test_error_mode_stops_on_the_node_with_input_dtypes_and_fix(comfy):
     assert not r.success
     assert r.error["node_id"] == safe.id
     msg = r.error["exception_message"]
-    assert f"SafeVAEDecode #{safe.id}" in msg and "'samples'" in msg
+    assert f"Safe VAE Decode #{safe.id}" in msg and "'samples'" in msg
     assert "got fp16" in msg and "expects fp32" in msg and "Fix:" in msg
 
 

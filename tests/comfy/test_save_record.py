@@ -95,10 +95,12 @@ def test_png_holds_the_safe_decode_record_with_its_retry(comfy, prefix):
 
 def test_cached_upstream_records_are_kept_and_counter_continues(comfy, prefix):
     """Only the file name changes in the second run: everything upstream is reused from the cache and makes no
-    record (nor any history entry), yet the PNG still holds the records that made it, marked cached. The file
-    counter continues like core SaveImage's, shared with a core SaveImage on the same prefix."""
+    record (nor any history entry), yet the PNG still holds the records that made it, which came with the reused
+    IMAGE, marked cached. The file counter continues like core SaveImage's, shared with a core SaveImage on the same
+    prefix."""
     g = GraphBuilder(prefix="cached")  # stable node ids across runs, as in the editor
-    policy_node, safe, save = _overflow_graph(g, prefix, seed=1)  # seed 1: the decode runs, not cached
+    policy_node, safe, save = _overflow_graph(g, prefix, seed=1)
+    comfy.executor.reset()  # every node runs under these ids (a cached output carries the ids of the run that made it)
     r, _ = _run(comfy, g.finalize())
     assert r.success, r.error
     first = {e["node_id"]: e for e in _chunk(r.outputs[save.id]["images"][0])["records"]}
@@ -114,13 +116,10 @@ def test_cached_upstream_records_are_kept_and_counter_continues(comfy, prefix):
     assert decode["cached"] is True and decode["upstream"] is True
     assert decode["record"] == first[safe.id]["record"]
     assert decode["record"]["retries"] == ["items [1] fp16 -> bf16: finite"]
-    # the policy node's output may already have come from the cache in the first run (an earlier test made it):
-    # then no record of it was ever seen, and the chunk says so instead of leaving it out silently
-    unrecorded = _chunk(r2.outputs[save2.id]["images"][0])["unrecorded_upstream"]
-    if policy_node.id in by_node:
-        assert by_node[policy_node.id]["cached"] is True
-    else:
-        assert unrecorded == [policy_node.id]
+    # the policy's record came with its VAE into the decode, and from there with the IMAGE
+    assert by_node[policy_node.id]["cached"] is True and by_node[policy_node.id]["upstream"] is True
+    assert by_node[policy_node.id]["record"] == first[policy_node.id]["record"]
+    assert _chunk(r2.outputs[save2.id]["images"][0])["unrecorded_upstream"] == []
     assert [x["filename"] for x in r2.outputs[core.id]["images"]] == [
         f"{prefix.split('/')[1]}_00003_.png", f"{prefix.split('/')[1]}_00004_.png"]
 
@@ -143,21 +142,79 @@ def test_half_and_nonfinite_images_are_saved_and_recorded(comfy, prefix):
                                            "upstream": False, "cached": False, "record": own}]
 
 
-def test_records_reach_the_png_without_a_client_id(comfy, prefix):
-    """Records filed in the registry under the prompt id (PrecisionGuard's among them) reach the PNG also when no
-    client is listening."""
-    records = comfy.pack_module("nodes.host.run_records")
-    g = GraphBuilder()
+def _guarded_vae_graph(g, prefix, safe_decode):
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
     guard = g.node("PrecisionSafeGuard", vae=ckpt.out(2))
     img = g.node("EmptyImage", width=8, height=8, batch_size=1, color=0)
     enc = g.node("VAEEncode", pixels=img.out(0), vae=guard.out(1))
-    dec = g.node("VAEDecode", samples=enc.out(0), vae=guard.out(1))
+    dec = g.node("PrecisionSafeVAEDecode" if safe_decode else "VAEDecode", samples=enc.out(0), vae=guard.out(1))
     save = g.node("PrecisionSafeSaveImage", images=dec.out(0), filename_prefix=prefix)
+    return guard, dec, save
+
+
+def test_records_come_with_the_values_also_without_a_client_id(comfy, prefix):
+    """PrecisionGuard's record rides on its VAE copy into Safe VAE Decode and from there on the IMAGE to the saver;
+    no client is listening."""
+    g = GraphBuilder()
+    guard, dec, save = _guarded_vae_graph(g, prefix, safe_decode=True)
     r, prompt_id = _run(comfy, g.finalize(), client_id=None)
     assert r.success, r.error
     chunk = _chunk(r.outputs[save.id]["images"][0])
+    assert [e["node_id"] for e in chunk["records"]] == [guard.id, dec.id, save.id]  # upstream first
     by_node = {e["node_id"]: e for e in chunk["records"]}
     assert by_node[guard.id]["class_type"] == "PrecisionSafeGuard" and by_node[guard.id]["upstream"] is True
     assert by_node[guard.id]["record"]["notes"] == ["VAE copy: decode/encode wrapped"]
-    assert records.registered(prompt_id)[save.id][0]["node"] == f"SaveImageWithRecord #{save.id}"
+    assert by_node[guard.id]["record"]["node"] == f"Precision Guard #{guard.id}"
+    assert by_node[dec.id]["record"]["context_source"] == "default (auto)"
+    assert chunk["unrecorded_upstream"] == [] and chunk["prompt_id"] == prompt_id
+    assert r.outputs[save.id]["precision_safe"][0]["node"] == f"Save Image (with precision record) #{save.id}"
+
+
+def test_pack_nodes_whose_records_a_core_node_dropped_are_listed_from_the_prompt(comfy, prefix):
+    """Core VAEDecode makes a new IMAGE from the guarded VAE's decode: the guard's record does not reach the saver,
+    and the chunk names the guard instead of leaving it out silently."""
+    g = GraphBuilder()
+    guard, _, save = _guarded_vae_graph(g, prefix, safe_decode=False)
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    chunk = _chunk(r.outputs[save.id]["images"][0])
+    assert [e["node_id"] for e in chunk["records"]] == [save.id]
+    assert chunk["unrecorded_upstream"] == [guard.id]
+
+
+def test_records_ride_on_new_objects_never_on_the_values_a_node_received(comfy, prefix):
+    """Dtype Inspect hands its value on with its record: a view of the tensor carries it; the EmptyImage output it
+    got (cached, shared with every other consumer) carries nothing."""
+    records = comfy.pack_module("nodes.host.records")
+    g = GraphBuilder()
+    img = g.node("EmptyImage", width=8, height=8, batch_size=1, color=0)
+    inspect = g.node("PrecisionSafeDtypeInspect", value=img.out(0))
+    save = g.node("PrecisionSafeSaveImage", images=inspect.out(0), filename_prefix=prefix)
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    assert records.carried(comfy.output(img.id)) == [] and not hasattr(comfy.output(img.id), records.KEY)
+    handed_on = comfy.output(inspect.id)
+    assert [e["node_id"] for e in records.carried(handed_on)] == [inspect.id]
+    assert handed_on.data_ptr() == comfy.output(img.id).data_ptr()  # a view: no copy of the pixels
+    chunk = _chunk(r.outputs[save.id]["images"][0])
+    assert [(e["node_id"], e["record"]["node"]) for e in chunk["records"]] == [
+        (inspect.id, f"Dtype Inspect #{inspect.id}"), (save.id, f"Save Image (with precision record) #{save.id}")]
+
+
+def test_a_record_reaching_a_node_by_two_inputs_is_written_once(comfy, prefix):
+    """The policy's record rides on both its MODEL and its VAE into Precision Guard: the PNG holds it once."""
+    g = GraphBuilder()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name="tiny_sd15.safetensors")
+    p = policy(g)
+    p.set_input("model", ckpt.out(0))
+    p.set_input("vae", ckpt.out(2))
+    guard = g.node("PrecisionSafeGuard", model=p.out(1), vae=p.out(3))
+    img = g.node("EmptyImage", width=8, height=8, batch_size=1, color=0)
+    enc = g.node("VAEEncode", pixels=img.out(0), vae=guard.out(1))
+    dec = g.node("PrecisionSafeVAEDecode", samples=enc.out(0), vae=guard.out(1))
+    save = g.node("PrecisionSafeSaveImage", images=dec.out(0), filename_prefix=prefix)
+    r, _ = _run(comfy, g.finalize())
+    assert r.success, r.error
+    chunk = _chunk(r.outputs[save.id]["images"][0])
+    assert [e["node_id"] for e in chunk["records"]] == [p.id, guard.id, dec.id, save.id]
+    assert chunk["records"][1]["record"]["context_source"] == "attached to MODEL"

@@ -18,7 +18,7 @@ def test_a_decode_bigger_than_the_gpu_goes_tiled_on_the_gpu(taesd):
     side = math.ceil(math.sqrt(1.5 * _free_bytes(torch.device(vae.device)) / per_pixel))
     if side > 2048:
         pytest.skip("this GPU has more memory than a 16384 px decode needs")
-    record = PrecisionRecord("SafeVAEDecode #gpu")
+    record = PrecisionRecord("Safe VAE Decode #gpu")
     latent = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(0))
     out = decode_once(vae, latent, record)
     assert record.notes and record.notes[0].startswith("decoded tiled (512 px tiles"), record.notes

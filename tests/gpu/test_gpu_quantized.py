@@ -124,7 +124,7 @@ def test_scaled_mm_bias_error_is_explained_and_computing_at_bf16_fixes_it(unets,
             _run(at_fp32)
     except DtypeMismatchError as err:
         print(err)
-        assert "fp8 matmul (torch._scaled_mm)" in err.problem and "set PrecisionPolicy's 'unet' to bf16" in err.fix
+        assert "fp8 matmul (torch._scaled_mm)" in err.problem and "set Precision Policy's 'unet' to bf16" in err.fix
     else:
         pytest.skip("torch's fp8 matmul accepted an fp32 bias on this GPU: no error to explain")
     fixed, _ = model_with_policy(model, PrecisionContext(unet="bf16"))  # the fix the error proposes

@@ -124,7 +124,7 @@ def test_half_weight_model_through_guard_is_explained_on_ksampler(server):
     assert not run.success and run.error["node_id"] == "6", run.error
     msg = run.error["exception_message"]
     print(msg)
-    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)]") and "Fix:" in msg
+    assert msg.startswith("[KSampler #6 (guarded by Precision Guard #11)]") and "Fix:" in msg
 
 
 def test_nan_latent_is_refused_on_cuda_blaming_the_sampler(server):

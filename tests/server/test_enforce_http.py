@@ -148,8 +148,8 @@ def test_error_mode_stops_on_the_users_node_in_the_packs_words(server):
     (error,) = _of(messages, "execution_error")
     assert error["node_id"] == "20" and error["node_type"] == "ImageBlur"
     msg = error["exception_message"]
-    assert "[Blur it #20, input 'image'] got fp16 but PrecisionPolicy #10 (enforce downstream) expects fp32" in msg
-    assert "Fix: set on_mismatch to 'cast' on PrecisionPolicy #10" in msg
+    assert "[Blur it #20, input 'image'] got fp16 but Precision Policy #10 (enforce downstream) expects fp32" in msg
+    assert "Fix: set on_mismatch to 'cast' on Precision Policy #10" in msg
     assert not images  # nothing downstream of the refused node ran
 
 

@@ -30,9 +30,9 @@ def test_guarded_core_vaedecode_with_half_weight_vae__error_event_on_vaedecode(s
     err = _error(server.run(prompt), "12", "VAEDecode")
     assert err["exception_type"].endswith("DtypeMismatchError")
     msg = err["exception_message"]
-    assert msg.startswith("[VAEDecode #12 (guarded by PrecisionGuard #11)]")
+    assert msg.startswith("[VAEDecode #12 (guarded by Precision Guard #11)]")
     for part in ("vae.post_quant_conv (Conv2d, weights bf16)", "its input is fp32", "declares fp32",
-                 "Fix: pass the VAE through PrecisionPolicy with vae_dtype bf16"):
+                 "Fix: pass the VAE through Precision Policy with vae_dtype bf16"):
         assert part in msg, (part, msg)
 
 
@@ -46,7 +46,7 @@ def test_guarded_core_ksampler_with_half_weight_model__error_event_on_ksampler(s
     })
     err = _error(server.run(prompt), "6", "KSampler")
     msg = err["exception_message"]
-    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)]")
+    assert msg.startswith("[KSampler #6 (guarded by Precision Guard #11)]")
     assert "weights bf16" in msg and "unet_dtype bf16" in msg
 
 
@@ -130,7 +130,7 @@ def test_half_model_patch_behind_guard__error_event_on_ksampler_names_the_patch(
         "13": {"class_type": "PreviewImage", "inputs": {"images": ["12", 0]}},
     })
     msg = _error(server.run(prompt), "6", "KSampler")["exception_message"]
-    assert msg.startswith("[KSampler #6 (guarded by PrecisionGuard #11)] dtype mismatch in patch attn2_output_patch[0] "
+    assert msg.startswith("[KSampler #6 (guarded by Precision Guard #11)] dtype mismatch in patch attn2_output_patch[0] "
                           "(ProjectionPatch, weights bf16)"), msg
     assert "Fix: turn on enforce_downstream" in msg
 
@@ -211,7 +211,7 @@ FAULTS = {  # name: (prompt maker, failing node id, its class, parts of the mess
     "guard with nothing connected into KSampler": (_guard_with_nothing_into_ksampler, "10", "PrecisionSafeGuard",
                                                    ["input 'model'] nothing is connected"]),
     "policy without a VAE into Safe VAE Decode": (_policy_without_vae_into_safe_decode, "10", "PrecisionSafePolicy",
-                                                  ["input 'vae']", "PrecisionSafeVAEDecode #11 (input 'vae')"]),
+                                                  ["input 'vae']", "Safe VAE Decode #11 (input 'vae')"]),
     "intermediate bf16 into core Preview Image": (_intermediate_bf16_into_core_preview, "12", "PreviewImage",
                                                   ["Got unsupported ScalarType BFloat16"]),
     "a decode too big even tiled": (_decode_too_big_even_tiled, "3", "PrecisionSafeVAEDecode",

@@ -50,7 +50,7 @@ def test_black_image_rescue_tells_what_it_did(server):
     path = next(p for p in WORKFLOWS if "Black-image rescue" in p)
     run = server.run(ui_to_api(_load(path), server.object_info()))
     assert run.success
-    safe = next(r for r in run.precision_records().values() if r["node"].startswith("SafeVAEDecode"))
+    safe = next(r for r in run.precision_records().values() if r["node"].startswith("Safe VAE Decode"))
     assert safe["ran"]["vae"] == "fp16 · cpu"
     assert safe["retries"] == ["items [1] fp16 -> bf16: finite"]
     means = {ref["filename"]: np.asarray(Image.open(io.BytesIO(server.image_bytes(ref)))).mean()
@@ -67,7 +67,7 @@ def test_mismatch_in_error_mode_lands_on_the_node_over_http(server):
     assert run.error["node_id"] == "5"
     assert run.error["node_type"] == "PrecisionSafeVAEDecode"
     msg = run.error["exception_message"]
-    assert "SafeVAEDecode #5" in msg and "input 'samples'" in msg
+    assert "Safe VAE Decode #5" in msg and "input 'samples'" in msg
     assert "got bf16" in msg and "expects fp32" in msg and "Fix:" in msg
 
 

@@ -37,6 +37,7 @@ def test_retry_ladder_widens(start, ladder):
 
 def test_pick_order_explicit_then_attached_then_auto():
     a, b = PrecisionContext(vae="fp16"), PrecisionContext(vae="bf16")
-    assert pick(a, b) == (a, "context input")
-    assert pick(None, None, b) == (b, "attached to model")
-    assert pick(None, None) == (DEFAULT, "default (auto)")
+    assert pick(a, ("VAE", b)) == (a, "context input")
+    assert pick(None, ("MODEL", None), ("VAE", b)) == (b, "attached to VAE")
+    assert pick(None, ("CLIP", b), ("VAE", a)) == (b, "attached to CLIP")
+    assert pick(None) == (DEFAULT, "default (auto)") == pick(None, ("VAE", None))

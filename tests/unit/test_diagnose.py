@@ -171,7 +171,7 @@ def test_dtype_error_is_explained(case, half):
     assert f"weights {w_dtype}" in msg and err.weight_dtype == w_dtype
     assert f"its input is {x_dtype}" in msg and err.input_dtype == x_dtype
     assert "graph input 'latent'" in msg and "'mask'" not in msg and err.graph_inputs == ["latent"]
-    assert "Fix: set PrecisionPolicy's 'vae' to" in msg and "on_mismatch to 'cast'" in msg and err.role == "vae"
+    assert "Fix: set Precision Policy's 'vae' to" in msg and "on_mismatch to 'cast'" in msg and err.role == "vae"
     assert_unmodified(model, before)
 
 

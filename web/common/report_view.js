@@ -1,6 +1,6 @@
 // What a pack node shows after a run, as plain data: badges above the title and blocks (lines, tables) in the
 // body. Pure functions of the node's record (the ui payload's `precision_safe` entry, see
-// nodes/host/node_report.py); no frontend imports, so the drawing code and the tests read the same model.
+// nodes/host/records.py); no frontend imports, so the drawing code and the tests read the same model.
 //
 // kinds: "info" (neutral), "muted", "ok", "warn" (casts, retries, warnings, mismatches), "error", "bad" (a
 // NaN/Inf cell).
@@ -178,7 +178,7 @@ function inspectView(record, live) {
   return { badges, blocks };
 }
 
-// "[SafeVAEDecode #5, input 'samples'] got bf16 ... Fix: set ..." -> parts; other messages pass through.
+// "[Safe VAE Decode #5, input 'samples'] got bf16 ... Fix: set ..." -> parts; other messages pass through.
 export function parseError(message) {
   const text = String(message ?? "").trim();
   const m = /^\[([^\]]+)\]\s*(.*?)(?:\s+Fix:\s*(.*))?$/s.exec(text);
