@@ -2,8 +2,9 @@
 re-sample each batch (a region whose sample comes out non-finite is re-sampled with the UNet at the next wider dtype
 under on_nonfinite=retry), paste the results back through their feathered masks.
 
-Crops, resizes, masks and pastes run on the sampling device, where the VAE takes its input and gives its output:
-the image goes there once and comes back once, instead of every crop and every decoded patch crossing twice."""
+The image stays where it came (the CPU): each crop goes to the sampling device, where it is resized, encoded,
+sampled and decoded, and its paste (feathered mask, blend) runs there on the crop's area, which then comes back into
+the node's own copy of the image. Only crops cross, never the whole image."""
 from __future__ import annotations
 
 import dataclasses
@@ -67,12 +68,11 @@ class Detail:
         return RC.with_text(base, self.texts[text])
 
     def run(self, regions, prompts, negatives) -> Result:
-        device = torch.device(self.model.load_device)
-        self.images = self.work.to(device)  # the originals where the crops are sampled
+        device = self.device = torch.device(self.model.load_device)
         # a VAE at its own dtype answers on its device (a cast copy is cached per source VAE: left as it is)
         same = resolution(self.ctx, "vae", self.vae).dtype == self.vae.vae_dtype
         self.vae_here = _image_on_device(self.vae) if same else self.vae
-        out = Result(self.images.clone(), torch.zeros(self.work.shape[:3], device=device))
+        out = Result(self.work.clone(), torch.zeros(self.work.shape[:3]))
         todo = []
         for r in regions:
             if prompts.skips(r.index, r.label):
@@ -108,11 +108,14 @@ class Detail:
                 for r, patch in done:
                     original = self._crop(r)
                     if patch is not None:
-                        soft = R.feather(r.mask.to(device), self.crop.feather)
-                        R.paste_into(out.image[r.image_index], patch, r.crop, soft)  # the node's own copy
                         x0, y0, x1, y1 = r.crop
-                        area = out.mask[r.image_index, y0:y1, x0:x1]
-                        torch.maximum(area, soft, out=area)
+                        soft = R.feather(r.mask.to(device), self.crop.feather)
+                        area = out.image[r.image_index, y0:y1, x0:x1]  # the node's own copy, as pasted so far
+                        here = area.to(device)
+                        R.paste_into(here, patch, (0, 0, x1 - x0, y1 - y0), soft)
+                        area.copy_(here)
+                        seam = out.mask[r.image_index, y0:y1, x0:x1]
+                        torch.maximum(seam, soft.to(seam.device), out=seam)
                         out.detailed.add(r.index)
                     out.before.append(original)
                     out.after.append(original if patch is None else patch)
@@ -122,7 +125,7 @@ class Detail:
         return self._on_host(out)
 
     def _on_host(self, out: Result) -> Result:
-        """The outputs where the input images were (one copy each)."""
+        """The outputs where the input images were (a sampled patch copied once)."""
         host, moved = self.work.device, {}
 
         def back(t):  # a crop in several outputs is copied once
@@ -167,8 +170,9 @@ class Detail:
                else "") + "; or free memory (close other programs, unload models).", "max_size")
 
     def _crop(self, r) -> torch.Tensor:
+        """Region `r`'s crop of the input image, where the image is."""
         x0, y0, x1, y1 = r.crop
-        return self.images[r.image_index, y0:y1, x0:x1]
+        return self.work[r.image_index, y0:y1, x0:x1]
 
     def _batch(self, group, text, negative_text):
         """Sample one group; [(region, patch at crop size or None when it must keep its pixels)]. Regions whose sample
@@ -238,7 +242,7 @@ class Detail:
         hw, target = tuple(self.work.shape[1:3]), group[0].target
         places = [(r.image_index, r.crop) for r in group]
         with self.clock("crop"):
-            pixels = torch.cat([R.resize(self._crop(r)[None], target) for r in group])
+            pixels = torch.cat([R.resize(self._crop(r)[None].to(self.device), target) for r in group])
             masks = torch.stack([R.resize(r.mask.to(pixels.device)[None, ..., None], target)[0, ..., 0]
                                  for r in group])
         with self.clock("encode"):
