@@ -9,7 +9,8 @@ from comfy_execution.graph_utils import ExecutionBlocker
 
 from ..host.dtype_guard import GuardInfo
 from ..host.facts import NodeClass
-from ..host.records import NodeRun, carried, executing, label
+from ..host.links import prompt_label
+from ..host.records import NodeRun, carried, executing
 from ..host.types import CATEGORY, PrecisionContextType
 from ..precision.enforce import CONFORM, CONTEXT, POLICY, SPEC, VALUE, Spec
 from ..precision.errors import PrecisionError
@@ -48,7 +49,7 @@ class ConformStep(io.ComfyNode):
     def execute(cls, value, context, spec) -> io.NodeOutput:
         import nodes  # ComfyUI's node registry (the pack's own package is never imported under this name)
         spec = Spec.loads(spec[0])
-        ctx, policy = context[0], label(nodes.NODE_DISPLAY_NAME_MAPPINGS[POLICY], spec.policy)
+        ctx, policy = context[0], prompt_label(POLICY, spec.policy)
         record = PrecisionRecord(node=spec.node, context_source=f"enforced by {policy}")
         guard = GuardInfo(guard_node=f"enforced by {policy}", prompt_id=executing()[0], ctx=ctx,
                           node=spec.node)

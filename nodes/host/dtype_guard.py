@@ -22,7 +22,7 @@ import torch
 
 from ..precision.context import PrecisionContext, dtype_name
 from ..precision.diagnose import DtypeMismatchError, explain_dtype_errors, explain_shape_errors
-from .links import node_label
+from .links import prompt_label
 from .patches import patch_modules
 from .records import executing
 
@@ -47,7 +47,7 @@ class GuardInfo:
         if node_id is None:
             return f"guarded by {self.guard_node}"
         cls = self.class_types.get(node_id) if prompt_id == self.prompt_id else None
-        return f"{node_label(cls or 'node', node_id)} (guarded by {self.guard_node})"
+        return f"{prompt_label(cls or 'node', node_id)} (guarded by {self.guard_node})"
 
 
 def _misreported(err: DtypeMismatchError, kind: str, role: str, declared: Optional[torch.dtype],

@@ -11,7 +11,7 @@ from ..precision.errors import PrecisionError
 from .records import label
 
 
-def node_label(class_type: str, node_id: str) -> str:
+def prompt_label(class_type: str, node_id: str) -> str:
     """A node of the prompt as messages name it: a pack node by its display name (as its own messages name it),
     another by its class."""
     import nodes  # ComfyUI's registry (the pack's own package is never imported under this name)
@@ -25,7 +25,7 @@ class Source(NamedTuple):
     class_type: str
 
     def label(self) -> str:
-        return node_label(self.class_type, self.node_id)
+        return prompt_label(self.class_type, self.node_id)
 
 
 class Consumer(NamedTuple):
@@ -36,7 +36,7 @@ class Consumer(NamedTuple):
     required: bool
 
     def node(self) -> str:
-        return node_label(self.class_type, self.node_id)
+        return prompt_label(self.class_type, self.node_id)
 
     def label(self) -> str:
         return f"{self.node()} (input '{self.input_name}')"
