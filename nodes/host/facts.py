@@ -34,7 +34,7 @@ def model_compute_dtype(model) -> torch.dtype:
     return manual if manual is not None else model.model_dtype()
 
 
-_CENSUS = PerSource()  # network -> (its first parameter, as _census_key says) -> its Census
+_CENSUS = PerSource()  # network -> "census" -> its Census, valid for its first parameter (_census_key)
 
 
 def _census_key(net: torch.nn.Module) -> tuple:
@@ -50,7 +50,7 @@ def model_storage(model) -> Census:
     patching writes patched weights back at their stored dtype and layout, so the formats belong to the network as
     loaded; a network converted in place (`.to(dtype)`) changes its first parameter's dtype and is walked again."""
     net = getattr(model.model, "diffusion_model", model.model)
-    return _CENSUS.made(net, _census_key(net), lambda: census(net))[0]
+    return _CENSUS.current(net, "census", _census_key(net), lambda: census(net))
 
 
 def storage_summary(found: Census) -> str:

@@ -48,7 +48,7 @@ class Fp16Verdict:
 
 # ------------------------------------------------------------------------------------------ fingerprint
 
-_FINGERPRINTS = PerSource()  # module -> "fingerprint" -> (what it is valid for, the digest)
+_FINGERPRINTS = PerSource()  # module -> "fingerprint" -> the digest, valid for its tensors' versions
 
 
 def _version(t: torch.Tensor) -> int:
@@ -99,14 +99,8 @@ def compute_fingerprint(module: torch.nn.Module, per_tensor: int = SAMPLES_PER_T
 
 def fingerprint(module: torch.nn.Module) -> str:
     """`compute_fingerprint`, cached per module object (recomputed if a weight was changed in place)."""
-    tensors = [t for _, t in _named_tensors(module)]
-    versions = _versions(tensors)
-    hit = _FINGERPRINTS.get(module, "fingerprint")
-    if hit is not None and hit[0] == versions:
-        return hit[1]
-    digest = compute_fingerprint(module)
-    _FINGERPRINTS.put(module, "fingerprint", (versions, digest))
-    return digest
+    versions = _versions([t for _, t in _named_tensors(module)])
+    return _FINGERPRINTS.current(module, "fingerprint", versions, lambda: compute_fingerprint(module))
 
 
 # ---------------------------------------------------------------------------------------------- probe

@@ -36,6 +36,17 @@ class PerSource:
             value = per_source[key] = make()
             return value, True
 
+    def current(self, source, key: Hashable, valid_for: Hashable, make: Callable[[], V]) -> V:
+        """The value for (source, key) made while `valid_for` was what it is now (what the value depends on that can
+        change in place: tensor versions, a parameter's dtype), else a new one from `make()`, kept in its stead."""
+        with self._lock:
+            hit = self._by_source.get(source, {}).get(key)
+        if hit is not None and hit[0] == valid_for:
+            return hit[1]
+        value = make()
+        self.put(source, key, (valid_for, value))
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self._by_source.clear()

@@ -30,3 +30,16 @@ def test_put_get_and_clear():
     assert store.get(source, 8.0) == "verdict" and store.get(source, 4.0) is None
     store.clear()
     assert store.get(source, 8.0) is None
+
+
+def test_current_is_remade_when_what_it_depends_on_changed():
+    store, source, calls = PerSource(), torch.nn.Linear(2, 2), []
+
+    def make():
+        calls.append(1)
+        return len(calls)
+
+    assert store.current(source, "census", ("v", 1), make) == 1
+    assert store.current(source, "census", ("v", 1), make) == 1  # still valid: kept
+    assert store.current(source, "census", ("v", 2), make) == 2  # changed in place: made again, in its stead
+    assert store.current(source, "census", ("v", 2), make) == 2 and len(calls) == 2
