@@ -41,38 +41,34 @@ PY
   touch "$host/.comfy-ok"
 fi
 
+# Steps added after the first hosts were built: each installs its pins once, under a stamp holding them, so a host
+# built before the step (or with other pins) gets it on its next run.
+install_once() {  # STAMP WHAT PINS...
+  local stamp="$host/$1" what="$2"
+  shift 2
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$*" ]; then
+    echo "[host] installing $what: $*"
+    "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" "$@"
+    echo "$*" > "$stamp"
+  fi
+}
+
 # Browser tests (tests/browser): the frontend ComfyUI 0.3.75 names, Playwright's Python client (it brings its
-# driver; its own browser download is never used) and Debian's Chromium. Own stamp (holding the pins), so hosts
-# built before this step get it too; Chromium is checked on every run (it lives outside .host/).
-web_pins="comfyui-frontend-package==1.32.9 playwright==1.64.1"
-if [ ! -f "$host/.web-ok" ] || [ "$(cat "$host/.web-ok")" != "$web_pins" ]; then
-  echo "[host] installing the browser-test tools: $web_pins"
-  # shellcheck disable=SC2086
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" $web_pins
-  echo "$web_pins" > "$host/.web-ok"
-fi
+# driver; its own browser download is never used) and Debian's Chromium, checked on every run (it lives outside
+# .host/).
+install_once .web-ok "the browser-test tools" comfyui-frontend-package==1.32.9 playwright==1.64.1
 bash "$root/scripts/host/install_chromium.sh"
 
-# The quantized-weights tests write GGUF files with the `gguf` package (in test-requirements.txt for new hosts); own
-# stamp holding the pin, so hosts built before it get it too.
-gguf_pin="$(grep -E '^gguf==' "$root/scripts/host/test-requirements.txt")"
-if [ ! -f "$host/.gguf-ok" ] || [ "$(cat "$host/.gguf-ok")" != "$gguf_pin" ]; then
-  echo "[host] installing the quantized-model test tool: $gguf_pin"
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" "$gguf_pin"
-  echo "$gguf_pin" > "$host/.gguf-ok"
-fi
+# The quantized-weights tests write GGUF files with the `gguf` package (in test-requirements.txt for new hosts).
+# shellcheck disable=SC2046
+install_once .gguf-ok "the quantized-model test tool" $(grep -E '^gguf==' "$root/scripts/host/test-requirements.txt")
 
 # What ComfyUI 0.3.75's requirements.txt asks for beyond host-requirements.txt, so `make serve` starts clean: the
 # template browser's and node docs' packages (else a boxed ERROR) and torchaudio (else its audio nodes fail to import
-# with tracebacks). Pinned in host-constraints.txt; own stamp holding the pins, so hosts built before it get them too.
-serve_pins="$(grep -E '^(comfyui-workflow-templates|comfyui-embedded-docs|torchaudio)==' \
-  "$root/scripts/host/host-constraints.txt" | tr '\n' ' ')"
-if [ ! -f "$host/.serve-ok" ] || [ "$(cat "$host/.serve-ok")" != "$serve_pins" ]; then
-  echo "[host] installing what ComfyUI asks for at start-up: $serve_pins"
-  # shellcheck disable=SC2086
-  "$host/venv/bin/python" -m pip install -q -c "$root/scripts/host/host-constraints.txt" $serve_pins
-  echo "$serve_pins" > "$host/.serve-ok"
-fi
+# with tracebacks), pinned in host-constraints.txt.
+# shellcheck disable=SC2046
+install_once .serve-ok "what ComfyUI asks for at start-up" \
+  $(grep -E '^(comfyui-workflow-templates|comfyui-embedded-docs|torchaudio)==' "$root/scripts/host/host-constraints.txt")
 
 mkdir -p "$host/ComfyUI/custom_nodes"
 ln -sfn "$root" "$host/ComfyUI/custom_nodes/comfyui-precision-safe"
