@@ -72,7 +72,7 @@ def _refine_with_sam(work, cands, sam, opts: SamOptions, ctx, device, record, cl
                                      score_threshold=opts.score_threshold)
             for c, m in zip(mine, masks):
                 if c.crop is None:
-                    out.append(dataclasses.replace(c, mask=m))
+                    out.append(dataclasses.replace(c, mask=m, mask_at=(0, 0)))
                 else:
                     x0, y0, x1, y1 = c.crop
                     out.append(dataclasses.replace(c, crop_mask=m[y0:y1, x0:x1]))
@@ -94,7 +94,7 @@ def find_regions(work, sam, det_opts, sam_opts, crop_opts, ctx, device, record, 
             else:
                 crop = R.crop_box(c.box, hw, det_opts.crop_factor)
                 x0, y0, x1, y1 = crop
-                m = c.mask[y0:y1, x0:x1] if c.mask is not None else R.box_mask(c.box, crop)
+                m = c.mask_in(crop) if c.mask is not None else R.box_mask(c.box, crop)
                 dilation = det_opts.dilation
             m = R.dilate(m.float(), sam_opts.dilation if sam is not None else dilation)
             where = f"image {c.image_index}: {c.label} at {tuple(round(v) for v in c.box)}"

@@ -108,14 +108,7 @@ class Detail:
                 for r, patch in done:
                     original = self._crop(r)
                     if patch is not None:
-                        x0, y0, x1, y1 = r.crop
-                        soft = R.feather(r.mask.to(device), self.crop.feather)
-                        area = out.image[r.image_index, y0:y1, x0:x1]  # the node's own copy, as pasted so far
-                        here = area.to(device)
-                        R.paste_into(here, patch, (0, 0, x1 - x0, y1 - y0), soft)
-                        area.copy_(here)
-                        seam = out.mask[r.image_index, y0:y1, x0:x1]
-                        torch.maximum(seam, soft.to(seam.device), out=seam)
+                        self._paste(out, r, patch)
                         out.detailed.add(r.index)
                     out.before.append(original)
                     out.after.append(original if patch is None else patch)
@@ -123,6 +116,25 @@ class Detail:
             pbar.update(1)
         self._warn_kept_out()
         return self._on_host(out)
+
+    def _paste(self, out: Result, r, patch: torch.Tensor) -> None:
+        """`patch` (r's crop, sampled, on the sampling device) pasted into the node's own copy of the image through
+        r's feathered mask. Only the box around the mask's non-zero pixels crosses to the device and back: nothing
+        outside it can change."""
+        soft = R.feather(r.mask.to(self.device), self.crop.feather)
+        at = R.extent(soft)
+        if at is None:
+            return
+        ax0, ay0, ax1, ay1 = at
+        x0, y0 = r.crop[0] + ax0, r.crop[1] + ay0
+        rows, cols = slice(y0, y0 + ay1 - ay0), slice(x0, x0 + ax1 - ax0)
+        soft = soft[ay0:ay1, ax0:ax1]
+        area = out.image[r.image_index, rows, cols]  # as pasted so far
+        here = area.to(self.device)
+        R.paste_into(here, patch[ay0:ay1, ax0:ax1], (0, 0, ax1 - ax0, ay1 - ay0), soft)
+        area.copy_(here)
+        seam = out.mask[r.image_index, rows, cols]
+        torch.maximum(seam, soft.to(seam.device), out=seam)
 
     def _on_host(self, out: Result) -> Result:
         """The outputs where the input images were (a sampled patch copied once)."""

@@ -19,17 +19,30 @@ from .options import CropOptions, DetectionOptions, SamOptions
 class Candidate:
     """Something to detail, before it has a crop: a detection, a MASK component, or a SEG.
 
-    Detector and MASK candidates carry an optional full-image mask (None: the box itself); a SEG comes with its
-    own crop region and crop-sized mask, which are kept as they are."""
+    Detector and MASK candidates carry an optional mask over a window of the image (None: the box itself): the
+    whole image for a detector's or SAM's mask, the component's box for a MASK component. A SEG comes with its own
+    crop region and crop-sized mask, which are kept as they are."""
 
     image_index: int
     box: tuple[float, float, float, float]
     score: float
     label: str
-    mask: Optional[torch.Tensor] = None  # [H, W] over the whole image
+    mask: Optional[torch.Tensor] = None  # [h, w] over the window whose top-left image pixel is mask_at
+    mask_at: tuple[int, int] = (0, 0)  # (x, y)
     crop: Optional[tuple[int, int, int, int]] = None  # given by a SEG
     crop_mask: Optional[torch.Tensor] = None  # [crop_h, crop_w], given by a SEG
     control: object = None  # a SEG's control_net_wrapper: applied to this region's conditioning
+
+    def mask_in(self, crop: tuple[int, int, int, int]) -> torch.Tensor:
+        """The candidate's mask over `crop` (x0, y0, x1, y1): zero where its window does not reach."""
+        x0, y0, x1, y1 = crop
+        out = torch.zeros((y1 - y0, x1 - x0), dtype=self.mask.dtype, device=self.mask.device)
+        mx, my = self.mask_at
+        left, top = max(x0, mx), max(y0, my)
+        right, bottom = min(x1, mx + self.mask.shape[1]), min(y1, my + self.mask.shape[0])
+        if left < right and top < bottom:
+            out[top - y0:bottom - y0, left - x0:right - x0] = self.mask[top - my:bottom - my, left - mx:right - mx]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,14 +119,13 @@ def sam_prompt(c: Candidate, opts: SamOptions, image_hw: tuple[int, int]):
         return box, centre
     if c.crop_mask is not None:  # a SEG's mask over its crop region
         mask, (ox, oy) = c.crop_mask, c.crop[:2]
-        ys, xs = (0, mask.shape[0]), (0, mask.shape[1])
-    elif c.mask is not None:  # a full-image mask: sample inside the box
-        mask, (ox, oy) = c.mask, (0, 0)
-        ys, xs = (max(0, int(y0)), min(h, math.ceil(y1))), (max(0, int(x0)), min(w, math.ceil(x1)))
+    elif c.mask is not None:  # a mask over a window of the image: sampled inside the box
+        window = (max(0, int(x0)), max(0, int(y0)), min(w, math.ceil(x1)), min(h, math.ceil(y1)))
+        mask, (ox, oy) = c.mask_in(window), window[:2]
     else:
         return box, centre
-    gy = torch.linspace(ys[0], max(ys[0], ys[1] - 1), 8).round().long().unique().tolist()
-    gx = torch.linspace(xs[0], max(xs[0], xs[1] - 1), 8).round().long().unique().tolist()
+    gy = torch.linspace(0, max(0, mask.shape[0] - 1), 8).round().long().unique().tolist()
+    gx = torch.linspace(0, max(0, mask.shape[1] - 1), 8).round().long().unique().tolist()
     points = [(float(x + ox), float(y + oy), 1) for y in gy for x in gx if mask[y, x] > opts.mask_hint_threshold]
     return box, points or centre
 
@@ -238,6 +250,16 @@ def paste_into(image: torch.Tensor, patch: torch.Tensor, crop, mask: torch.Tenso
     m = mask.to(region.dtype)[..., None]
     blended = region * (1 - m) + patch.to(region.dtype) * m
     region.copy_(torch.where(m > 0, blended, region))
+
+
+def extent(mask: torch.Tensor) -> Optional[tuple[int, int, int, int]]:
+    """The box (x0, y0, x1, y1) around a [h, w] mask's non-zero pixels, None when it has none: what a paste through
+    the mask can change."""
+    on = mask > 0
+    rows, cols = on.any(1).nonzero(), on.any(0).nonzero()
+    if len(rows) == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def paste(image: torch.Tensor, patch: torch.Tensor, crop, mask: torch.Tensor) -> torch.Tensor:

@@ -87,43 +87,67 @@ def to_candidates(segs, image_hw: tuple[int, int], batch: int, notes: list[str])
     return out
 
 
-def mask_candidates(mask: torch.Tensor, batch: int, min_value: float = 0.0) -> list[Candidate]:
-    """One candidate per connected component of a MASK ([H, W] for every image, or [B, H, W] one per image);
-    the component's own mask values are kept (a soft mask stays soft)."""
+CELL = 8  # components are found among CELL x CELL cells first, then pixel by pixel only inside each one's box
+
+
+def _components(on: torch.Tensor) -> list[tuple[slice, slice, torch.Tensor]]:
+    """The 4-connected components of a bool [H, W]: (rows, cols, its pixels as a bool over that box) each, in the
+    order a raster scan meets them (scipy.ndimage.label's). Pixels that touch lie in the same or touching cells, so
+    each component lies in one component of the occupied cells: labelling the cells, then each cell component's
+    box, finds the same components as labelling every pixel of the image, in time that grows with the boxes."""
     from scipy import ndimage
 
+    h, w = on.shape
+    padded = torch.nn.functional.pad(on, (0, -w % CELL, 0, -h % CELL)) if h % CELL or w % CELL else on
+    cells = padded.reshape(padded.shape[0] // CELL, CELL, padded.shape[1] // CELL, CELL).any(3).any(1).numpy()
+    coarse, _ = ndimage.label(cells)
+    found = []
+    for n, (cy, cx) in enumerate(ndimage.find_objects(coarse), start=1):
+        rows = slice(cy.start * CELL, min(h, cy.stop * CELL))
+        cols = slice(cx.start * CELL, min(w, cx.stop * CELL))
+        mine = torch.from_numpy(coarse[cy, cx] == n).repeat_interleave(CELL, 0).repeat_interleave(CELL, 1)
+        fine, _ = ndimage.label((on[rows, cols] & mine[:rows.stop - rows.start, :cols.stop - cols.start]).numpy())
+        for k, (fy, fx) in enumerate(ndimage.find_objects(fine), start=1):
+            own = torch.from_numpy(fine[fy, fx] == k)
+            at = (slice(rows.start + fy.start, rows.start + fy.stop), slice(cols.start + fx.start, cols.start + fx.stop))
+            found.append(((at[0].start, at[1].start + int(own[0].int().argmax())), at, own))
+    return [(rows, cols, own) for _, (rows, cols), own in sorted(found, key=lambda f: f[0])]
+
+
+def mask_candidates(mask: torch.Tensor, batch: int, min_value: float = 0.0) -> list[Candidate]:
+    """One candidate per connected component of a MASK ([H, W] for every image, or [B, H, W] one per image), its
+    mask the component's own values over its box (a soft mask stays soft; another component inside the box is
+    zero there)."""
     masks = mask.float().cpu()
     masks = masks[None] if masks.ndim == 2 else masks
     out = []
     for b in range(batch):
         m = masks[b if masks.shape[0] == batch else 0]
-        on = m > min_value
-        rows, cols = on.any(1).nonzero(), on.any(0).nonzero()
-        if len(rows) == 0:
-            continue
-        # labelled inside the box around everything set (a MASK is mostly empty), each component copied in its box
-        top, left = int(rows[0]), int(cols[0])
-        labelled = torch.from_numpy(ndimage.label(on[top:int(rows[-1]) + 1, left:int(cols[-1]) + 1].numpy())[0])
-        for k, (ys, xs) in enumerate(ndimage.find_objects(labelled.numpy()), start=1):
-            at = (slice(ys.start + top, ys.stop + top), slice(xs.start + left, xs.stop + left))
-            component = torch.zeros_like(m)
-            component[at] = torch.where(labelled[ys, xs] == k, m[at], torch.zeros(()))
-            box = (float(at[1].start), float(at[0].start), float(at[1].stop), float(at[0].stop))
-            out.append(Candidate(b, box, 1.0, "mask", mask=component))
+        for rows, cols, own in _components(m > min_value):
+            box = (float(cols.start), float(rows.start), float(cols.stop), float(rows.stop))
+            out.append(Candidate(b, box, 1.0, "mask", mask=torch.where(own, m[rows, cols], torch.zeros(())),
+                                 mask_at=(cols.start, rows.start)))
     return out
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A float32, C-contiguous numpy array of `t` (a view of it when it is one already, on the CPU)."""
+    return np.ascontiguousarray(t.detach().float().cpu().numpy())
 
 
 def from_regions(regions: list[Region], image_hw: tuple[int, int], batch: int, crops: dict[int, torch.Tensor]):
     """SEGS of the regions, laid out as Impact's detectors lay it out. `crops[region.index]` is the region's crop
     after detailing ([h, w, 3]); a region left alone gets cropped_image None, as Impact's detailer gives it.
     With a batch of several images each SEG carries [batch, h, w] masks (zero on the other images) and
-    [batch, h, w, 3] crops, the per-image layout Impact's SEGSPaste reads."""
+    [batch, h, w, 3] crops, the per-image layout Impact's SEGSPaste reads. A float32 mask or crop on the CPU is
+    not copied (it shares memory with the node's other outputs, as the crops of Impact's detailer do with its SEGS;
+    like every ComfyUI value, nothing downstream changes it in place)."""
     items = []
     for r in regions:
         x0, y0, x1, y1 = r.crop
-        mask = r.mask.detach().float().cpu().numpy().astype(np.float32)
+        mask = _array(r.mask)
         image = crops.get(r.index)
-        image = None if image is None else image.detach().float().cpu().numpy().astype(np.float32)[None]
+        image = None if image is None else _array(image)[None]
         if batch > 1:
             full = np.zeros((batch,) + mask.shape, np.float32)
             full[r.image_index] = mask

@@ -121,6 +121,20 @@ def test_resize_is_float32_and_clamped():
     assert y.shape == (2, 24, 16, 3) and y.dtype == torch.float32 and 0 <= y.min() and y.max() <= 1
 
 
+def test_extent_is_the_box_around_what_a_mask_can_change():
+    m = torch.zeros(6, 9)
+    assert R.extent(m) is None
+    m[2, 3], m[4, 7] = 0.2, 1.0
+    assert R.extent(m) == (3, 2, 8, 5)
+
+
+def test_a_window_mask_read_over_any_crop():
+    c = cand((5, 4, 8, 7), mask=torch.arange(1.0, 10.0).reshape(3, 3), mask_at=(5, 4))
+    assert torch.equal(c.mask_in((0, 0, 7, 6)), torch.tensor([[0.0] * 7] * 4 + [[0] * 5 + [1, 2], [0] * 5 + [4, 5]]))
+    assert torch.equal(c.mask_in((6, 5, 10, 9)), torch.tensor([[5.0, 6, 0, 0], [8, 9, 0, 0], [0] * 4, [0] * 4]))
+    assert c.mask_in((0, 0, 3, 3)).sum() == 0 and c.mask_in((0, 0, 3, 3)).shape == (3, 3)
+
+
 def test_sam_prompts_box_centre_and_mask_points():
     mask = torch.zeros(100, 100)
     mask[20:40, 30:50] = 1

@@ -65,13 +65,34 @@ def test_mask_components_keep_soft_values():
     m[40:60, 30:50] = 1.0
     a, b = S.mask_candidates(m, 1)
     assert a.box == (5, 5, 25, 15) and b.box == (30, 40, 50, 60)
-    assert a.mask.max() == 0.5 and a.mask[40:60].sum() == 0 and b.mask.sum() == 400
-    assert a.mask.shape == m.shape and a.mask.sum() == 100 and b.mask[5:15].sum() == 0
+    assert a.mask.max() == 0.5 and a.mask.sum() == 100 and b.mask.sum() == 400
+    assert a.mask.shape == (10, 20) and a.mask_at == (5, 5) and b.mask_at == (30, 40)  # each over its own box
+    assert torch.equal(a.mask_in((0, 0, 64, 64)), torch.where(torch.arange(64)[:, None] < 30, m, torch.zeros(())))
     hook = torch.zeros(64, 64)  # one component whose box holds another's: each keeps only its own pixels
     hook[10:50, 10:12], hook[48:50, 10:50], hook[30:35, 30:35] = 1, 1, 1
     outer, inner = S.mask_candidates(hook, 1)
     assert outer.mask.sum() == 40 * 2 + 2 * 38 and inner.mask.sum() == 25 and inner.box == (30, 30, 35, 35)
+    assert outer.mask_in((30, 30, 35, 35)).sum() == 0
     assert S.mask_candidates(torch.zeros(8, 8), 1) == []
+
+
+def test_mask_components_are_scipys_pixel_by_pixel_components():
+    """Cells first, then pixels inside each cell component's box: the same components, boxes, values and order as
+    labelling every pixel (random masks of every density; components a pixel apart share cells)."""
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(120):
+        h, w = (int(v) for v in torch.randint(1, 60, (2,), generator=g))
+        m = (torch.rand(h, w, generator=g) < float(torch.rand(1, generator=g)) * 0.7) * torch.rand(h, w, generator=g)
+        labelled, _ = ndimage.label((m > 0).numpy())
+        got = S.mask_candidates(m, 1)
+        boxes = ndimage.find_objects(labelled)
+        assert len(got) == len(boxes), trial
+        for k, (c, (ys, xs)) in enumerate(zip(got, boxes), start=1):
+            assert c.box == (xs.start, ys.start, xs.stop, ys.stop), trial
+            own = torch.from_numpy(labelled == k)
+            assert torch.equal(c.mask_in((0, 0, w, h)), torch.where(own, m, torch.zeros(()))), trial
 
 
 def _regions():
