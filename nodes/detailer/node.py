@@ -164,8 +164,9 @@ class Detailer(io.ComfyNode):
             kept = [r for r in regions if r.index not in out.skipped]  # Impact's detailer drops skipped SEGs too
             segs_out = S.from_regions(kept, tuple(work.shape[1:3]), work.shape[0], out.crops)
             record.stages = clock.as_dict()
-        text = report(regions, record, lambda r: f"sampled at {r.target[1]}x{r.target[0]}" if r.index in out.detailed
-                      else "not detailed")
+        text = report(regions, record, lambda r: "not detailed" if r.index not in out.detailed else
+                      f"sampled at {r.target[1]}x{r.target[0]}"
+                      + (", from the latent of an earlier encode of the same pixels" if r.index in detail.reused else ""))
         return io.NodeOutput(*run.carry(out.image.to(out_dtype), out.mask), out.before, out.after, text, segs_out,
                              ui=ui_payload(record, text))
 

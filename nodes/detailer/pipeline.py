@@ -24,7 +24,8 @@ from ..regions.options import CropOptions, SamplingOptions
 from ..regions.stages import StageClock
 from . import conditioning as RC
 from .memory import free_memory, need_for
-from .sampling import resample, sampling_model
+from .reuse import encoded_crops
+from .sampling import encode_crops, resample, sampling_model
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class Detail:
     texts: dict = dataclasses.field(default_factory=dict)  # prompt text -> CONDITIONING, encoded once per run
     wider: dict = dataclasses.field(default_factory=dict)  # dtype -> the sampling MODEL at that dtype (retries)
     kept_out: dict = dataclasses.field(default_factory=dict)  # region index -> (region, stage, dtype): kept out
+    reused: set = dataclasses.field(default_factory=set)  # indices of regions whose latent was encoded before
 
     def conditioning(self, base, text: str):
         if not text:
@@ -70,8 +72,11 @@ class Detail:
     def run(self, regions, prompts, negatives) -> Result:
         device = self.device = torch.device(self.model.load_device)
         # a VAE at its own dtype answers on its device (a cast copy is cached per source VAE: left as it is)
-        same = resolution(self.ctx, "vae", self.vae).dtype == self.vae.vae_dtype
-        self.vae_here = _image_on_device(self.vae) if same else self.vae
+        vae = resolution(self.ctx, "vae", self.vae)
+        self.vae_here = _image_on_device(self.vae) if vae.dtype == self.vae.vae_dtype else self.vae
+        # what a crop's latent depends on besides its pixels and its place (reuse.py)
+        self._encode_key = (vae.dtype, str(self.vae.device), getattr(self.vae.patcher, "patches_uuid", None),
+                            self.sampling.tiled_encode and self.sampling.tile_size, self.sampling.inpaint_model)
         out = Result(self.work.clone(), torch.zeros(self.work.shape[:3]))
         todo = []
         for r in regions:
@@ -258,6 +263,12 @@ class Detail:
             masks = torch.stack([R.resize(r.mask.to(pixels.device)[None, ..., None], target)[0, ..., 0]
                                  for r in group])
         with self.clock("encode"):
+            encoded, reused = encoded_crops(
+                self.vae.first_stage_model, [(r.image_index, r.crop, target, self._encode_key) for r in group],
+                [self._crop(r) for r in group], [r.mask if self.sampling.inpaint_model else None for r in group],
+                lambda todo: encode_crops(self.vae_here, pixels[todo], masks[todo], self.sampling, self.ctx,
+                                          self.record), pixels.device)
+            self.reused.update(group[i].index for i in reused)
             memo = {}
             pos = RC.for_crops(self.conditioning(self.positive, text), places, hw, target, len(self.work), memo)
             neg = RC.for_crops(self.conditioning(self.negative, negative_text), places, hw, target, len(self.work),
@@ -273,7 +284,7 @@ class Detail:
                 model, _ = control.doit_ipadapter(model)
         seeds = [self.seed + r.index for r in group]
         return resample(model, pos, neg, self.vae_here, pixels, masks, seeds, self.sampling, self.ctx, self.record,
-                        self.clock)
+                        self.clock, encoded)
 
 
 def _names(regions) -> str:

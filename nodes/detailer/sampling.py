@@ -28,7 +28,7 @@ from ..regions.options import SamplingOptions
 from ..regions.regions import soft_mask
 from ..regions.stages import StageClock
 
-__all__ = ["SamplingOptions", "Resampled", "sampling_model", "encode", "resample"]
+__all__ = ["SamplingOptions", "Encoded", "Resampled", "sampling_model", "encode", "encode_crops", "resample"]
 
 
 def encode(vae, pixels: torch.Tensor, ctx: PrecisionContext, record: PrecisionRecord, tile: int = 0) -> torch.Tensor:
@@ -86,6 +86,39 @@ def has_inpaint_channels(model) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class Encoded:
+    """The latents a batch of crops is sampled from."""
+
+    latent: torch.Tensor  # [B, C, h, w]
+    concat: torch.Tensor | None = None  # inpaint models: the latents of the crops with their masks greyed out
+
+    def item(self, i: int) -> "Encoded":
+        return Encoded(self.latent[i:i + 1], None if self.concat is None else self.concat[i:i + 1])
+
+    def to(self, device) -> "Encoded":
+        return Encoded(self.latent.to(device), None if self.concat is None else self.concat.to(device))
+
+    @staticmethod
+    def cat(items: list["Encoded"]) -> "Encoded":
+        concat = None if items[0].concat is None else torch.cat([e.concat for e in items])
+        return Encoded(torch.cat([e.latent for e in items]), concat)
+
+
+def encode_crops(vae, pixels: torch.Tensor, masks: torch.Tensor, opts: SamplingOptions, ctx: PrecisionContext,
+                 record: PrecisionRecord) -> Encoded:
+    """pixels [B, h, w, C] crops (masks [B, h, w] their hard region masks) encoded at the context's vae dtype.
+    Inpaint models also get the crop with its masked part greyed out (InpaintModelConditioning's recipe, both
+    encodes in one VAE call)."""
+    tile = opts.tile_size if opts.tiled_encode else 0
+    if not opts.inpaint_model:
+        return Encoded(encode(vae, pixels, ctx, record, tile))
+    keep = 1.0 - masks.round()[..., None]
+    greyed = (pixels[..., :3] - 0.5) * keep + 0.5
+    both = encode(vae, torch.cat([pixels[..., :3], greyed]), ctx, record, tile)
+    return Encoded(both[:len(pixels)], both[len(pixels):])
+
+
+@dataclasses.dataclass(frozen=True)
 class Resampled:
     pixels: torch.Tensor  # [B, h, w, 3] fp32; a failed item holds its input crop
     nonfinite_samples: tuple[int, ...]  # items the sampler made non-finite (never decoded)
@@ -99,27 +132,23 @@ class Resampled:
 
 def resample(model, positive, negative, vae, pixels: torch.Tensor, masks: torch.Tensor, seeds: list[int],
              opts: SamplingOptions, ctx: PrecisionContext, record: PrecisionRecord,
-             clock: StageClock | None = None) -> Resampled:
+             clock: StageClock | None = None, encoded: Encoded | None = None) -> Resampled:
     """pixels [B, h, w, C] fp32 crops, masks [B, h, w] hard region masks -> re-sampled crops.
 
-    Inpaint models get the crop with its masked part greyed out and the mask in their extra channels
-    (InpaintModelConditioning's recipe, both encodes in one VAE call). The latent is sampled `opts.cycles`
-    times (seed + cycle) and decoded once.
+    The crops are encoded (`encode_crops`) unless `encoded` already holds their latents. Inpaint models get the
+    masked crop's latent and the mask in their extra channels. The latent is sampled `opts.cycles` times
+    (seed + cycle) and decoded once.
     """
     clock = clock or StageClock()
-    tile_in = opts.tile_size if opts.tiled_encode else 0
     b = pixels.shape[0]
-    with clock("encode"):
-        if opts.inpaint_model:
-            keep = 1.0 - masks.round()[..., None]
-            greyed = (pixels[..., :3] - 0.5) * keep + 0.5
-            both = encode(vae, torch.cat([pixels[..., :3], greyed]), ctx, record, tile_in)
-            latent, concat = both[:b], both[b:]
-            extra = {"concat_latent_image": concat, "concat_mask": masks[:, None]}
-            positive = node_helpers.conditioning_set_values(positive, extra)
-            negative = node_helpers.conditioning_set_values(negative, extra)
-        else:
-            latent = encode(vae, pixels, ctx, record, tile_in)
+    if encoded is None:
+        with clock("encode"):
+            encoded = encode_crops(vae, pixels, masks, opts, ctx, record)
+    latent = encoded.latent
+    if encoded.concat is not None:
+        extra = {"concat_latent_image": encoded.concat, "concat_mask": masks[:, None]}
+        positive = node_helpers.conditioning_set_values(positive, extra)
+        negative = node_helpers.conditioning_set_values(negative, extra)
     noise_mask = soft_mask(masks, opts.noise_mask_feather)[:, None] if opts.noise_mask else None
     sampled_bad: set[int] = set()
     samples = latent

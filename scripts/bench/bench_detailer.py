@@ -5,8 +5,10 @@ crops are sampled at CROP x CROP and one larger square sampled at its own size (
 four sampled at CROP x CROP — and queues Detailer prompts over the HTTP API. Each prompt changes the seed, so the Detailer re-runs while the loaders stay cached.
 The Detailer's time per prompt is the gap between its `executing` websocket message and the next one.
 
-Variants: `batched` (max_batch 0: the three same-size regions in one batch), `one_by_one` (max_batch 1) and
-`batched_again` (the same as batched: the A/A noise floor). Each is timed blocked (all rounds of one variant in a
+Variants: `batched` (max_batch 0: the three same-size regions in one batch), `one_by_one` (max_batch 1),
+`batched_again` (the same as batched: the A/A noise floor) and `new_image` (batched, on an image with other noise
+around the squares in every prompt: the crops are new each time, so they are encoded again where the other variants
+reuse the latents of the same crops). Each is timed blocked (all rounds of one variant in a
 row) and interleaved (variants alternating). Printed: medians, the ratio one_by_one / batched against the A/A
 ratio, each stage's median from the node's record (detect, sam, crop, encode, sample, decode, paste), and the
 share of the Detailer's time spent outside the sampler (everything but `sample`).
@@ -33,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from comfy_client import ComfyServer  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VARIANTS = {"batched": 0, "one_by_one": 1, "batched_again": 0}
+VARIANTS = {"batched": 0, "one_by_one": 1, "batched_again": 0, "new_image": 0}
 STAGES = ("detect", "sam", "crop", "encode", "sample", "decode", "paste")
 
 
@@ -50,15 +52,16 @@ def layout(crop: int, same_size: bool):
     return (h, w), boxes
 
 
-def write_inputs(folder: str, crop: int, same_size: bool) -> tuple[str, str]:
+def write_inputs(folder: str, crop: int, same_size: bool, noise: int = 0) -> tuple[str, str]:
+    """The image (grey with noise drawn from seed `noise`, the four squares) and the squares' mask, as PNGs."""
     (h, w), boxes = layout(crop, same_size)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(noise)
     image = np.full((h, w, 3), 0.45, np.float32) + rng.normal(0, 0.03, (h, w, 3)).astype(np.float32)
     mask = np.zeros((h, w, 3), np.float32)
     for (x0, y0, x1, y1), colour in zip(boxes, ((0.9, 0.2, 0.2), (0.2, 0.9, 0.2), (0.2, 0.2, 0.9), (0.9, 0.9, 0.2))):
         image[y0:y1, x0:x1] = colour
         mask[y0:y1, x0:x1] = 1
-    names = ("bench_detailer_image.png", "bench_detailer_mask.png")
+    names = (f"bench_detailer_image_{noise}.png", "bench_detailer_mask.png")
     for name, arr in zip(names, (image, mask)):
         Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8)).save(os.path.join(folder, name))
     return names
@@ -97,13 +100,17 @@ def prompt(args, image_name, mask_name, max_batch: int, seed: int) -> dict:
 
 
 class Bench:
-    def __init__(self, server, args, names):
-        self.server, self.args, self.names = server, args, names
+    def __init__(self, server, args, folder):
+        self.server, self.args, self.folder = server, args, folder
+        self.names = write_inputs(folder, args.crop, args.same_size)
         self.seed = 1000
 
     def once(self, variant: str) -> dict:
         self.seed += 1
-        run = self.server.run(prompt(self.args, *self.names, VARIANTS[variant], self.seed), timeout=3600)
+        names = self.names
+        if variant == "new_image":  # other noise around the squares: every crop is new, so it is encoded again
+            names = write_inputs(self.folder, self.args.crop, self.args.same_size, noise=self.seed)
+        run = self.server.run(prompt(self.args, *names, VARIANTS[variant], self.seed), timeout=3600)
         if not run.success:
             raise RuntimeError(f"{variant} prompt failed: {run.error or run.rejected}")
         record = run.precision_records()["detailer"]
@@ -159,11 +166,10 @@ def main():
         ap.error("--crop must be a multiple of 8")
 
     inputs = tempfile.mkdtemp(prefix="bench_detailer_in_")
-    names = write_inputs(inputs, args.crop, args.same_size)
     extra = ["--input-directory", inputs]
     with ComfyServer(args.comfy, extra_args=extra, cpu=not args.cuda) as server:
         stats = server.get("/system_stats")
-        bench = Bench(server, args, names)
+        bench = Bench(server, args, inputs)
         for v in VARIANTS:  # warm-up: models loaded, first-call costs paid
             bench.once(v)
         results = {"blocked": summary(bench.blocked(args.rounds)),
@@ -175,7 +181,8 @@ def main():
         print(f"\n{mode}: median Detailer seconds per prompt {r['median_s']}")
         print(f"  batched / one_by_one = {r['ratio_batched_over_one_by_one']} (goal <= 0.4 on the GPU); "
               f"A/A batched_again / batched = {r['noise_floor_batched_again_over_batched']}")
-        print(f"  share of the Detailer's time outside the sampler: {r['share_outside_sampler']} (goal <= 0.15)")
+        print(f"  share of the Detailer's time outside the sampler: {r['share_outside_sampler']} (goal <= 0.15; "
+              "new_image: every crop encoded again)")
         for v, st in r["stages_median_s"].items():
             print(f"  {v:14s} " + "  ".join(f"{s} {t * 1000:.1f} ms" for s, t in st.items()))
     if args.json:
