@@ -22,13 +22,19 @@ def _assert_explained(r, node, guard, *parts):
     return msg
 
 
-def test_half_weight_vae_in_core_vaedecode_is_explained_on_vaedecode(comfy):
-    g = GraphBuilder()
+def _guarded_half_weight_decode(g, decode_class):
+    """txt2img whose VAE has bf16 weights (declaring fp32) behind a Guard, decoded by `decode_class`: (guard, dec)."""
     ckpt, sampler = txt2img(g, size=16)
     bad = g.node("PSTest_HalfWeightsVAE", vae=ckpt.out(2), dtype="bf16")
     guard = _guard(g, vae=bad.out(0))
-    dec = g.node("VAEDecode", samples=sampler.out(0), vae=guard.out(1))
+    dec = g.node(decode_class, samples=sampler.out(0), vae=guard.out(1))
     g.node("PreviewImage", images=dec.out(0))
+    return guard, dec
+
+
+def test_half_weight_vae_in_core_vaedecode_is_explained_on_vaedecode(comfy):
+    g = GraphBuilder()
+    guard, dec = _guarded_half_weight_decode(g, "VAEDecode")
     r = comfy.run(g.finalize())
     msg = _assert_explained(r, dec, guard, "VAEDecode #", "vae.post_quant_conv", "weights bf16", "declares fp32",
                             "vae_dtype bf16", "Fix:", "torch: Input type (float) and bias type (c10::BFloat16)")
@@ -37,11 +43,7 @@ def test_half_weight_vae_in_core_vaedecode_is_explained_on_vaedecode(comfy):
 
 def test_a_pack_node_running_a_guarded_vae_is_named_by_its_display_name(comfy):
     g = GraphBuilder()
-    ckpt, sampler = txt2img(g, size=16)
-    bad = g.node("PSTest_HalfWeightsVAE", vae=ckpt.out(2), dtype="bf16")
-    guard = _guard(g, vae=bad.out(0))
-    dec = g.node("PrecisionSafeVAEDecode", samples=sampler.out(0), vae=guard.out(1))
-    g.node("PreviewImage", images=dec.out(0))
+    guard, dec = _guarded_half_weight_decode(g, "PrecisionSafeVAEDecode")
     r = comfy.run(g.finalize(), fresh=True)  # the guard runs in this prompt, so it knows the nodes' classes
     _assert_explained(r, dec, guard, f"Safe VAE Decode #{dec.id} (guarded by", "vae.post_quant_conv", "weights bf16")
 

@@ -70,22 +70,24 @@ def test_malformed_sidecar_is_a_clear_load_error_naming_the_file_and_the_fix(tmp
     assert not isinstance(caught.value.__cause__, json.JSONDecodeError)
 
 
-def test_symlinked_checkpoint_finds_the_sidecar_beside_its_target(tmp_path):
+def _linked_checkpoint(tmp_path):
+    """The tiny SAM and its sidecar in store/, and sams/linked.pth a symlink to it: (store, sams)."""
     store, sams = tmp_path / "store", tmp_path / "sams"
     store.mkdir(), sams.mkdir()
     shutil.copyfile(TINY, store / "tiny.pth")
     shutil.copyfile(TINY.with_suffix(".json"), store / "tiny.json")
     os.symlink(store / "tiny.pth", sams / "linked.pth")
+    return store, sams
+
+
+def test_symlinked_checkpoint_finds_the_sidecar_beside_its_target(tmp_path):
+    store, sams = _linked_checkpoint(tmp_path)
     assert sam_mod.sidecar_path(sams / "linked.pth") == store / "tiny.json"
     assert sam_mod.load_sam(sams / "linked.pth").image_encoder.img_size == 256
 
 
 def test_a_sidecar_beside_the_link_wins_over_the_targets(tmp_path):
-    store, sams = tmp_path / "store", tmp_path / "sams"
-    store.mkdir(), sams.mkdir()
-    shutil.copyfile(TINY, store / "tiny.pth")
-    shutil.copyfile(TINY.with_suffix(".json"), store / "tiny.json")
-    os.symlink(store / "tiny.pth", sams / "linked.pth")
+    _, sams = _linked_checkpoint(tmp_path)
     (sams / "linked.json").write_text(json.dumps({**sam_mod.TINY_SAM_CONFIG, "decoder_num_heads": 2}))
     assert sam_mod.sidecar_path(sams / "linked.pth") == sams / "linked.json"
     assert sam_mod.load_sam(sams / "linked.pth").mask_decoder.transformer.layers[0].self_attn.num_heads == 2
